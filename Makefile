@@ -1,0 +1,96 @@
+# pgr — build, test, install. pkg-config for every library; nothing generated is committed.
+# `make` builds ./pgr; `make test` installs missing Debian packages, builds and runs every suite;
+# `make test SANITIZE=1` does the same with AddressSanitizer + UBSan in build/asan.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+VERSION := 0.1.0
+
+PKGS    := lua5.4 libcurl libcjson libpq yaml-0.1 expat readline zlib libcrypto
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+           -fno-strict-aliasing -DPGR_VERSION='"$(VERSION)"'
+LDLIBS  += -lm
+
+ifeq ($(SANITIZE),1)
+BUILD   := build/asan
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+PGR     := $(BUILD)/pgr
+else
+BUILD   := build/release
+PGR     := pgr
+endif
+
+# Only evaluated once the packages are present (`make deps` installs them).
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+HOST_SRC  := $(wildcard host/*.c)
+HOST_HDR  := $(wildcard host/*.h)
+LIB_OBJ   := $(patsubst host/%.c,$(BUILD)/%.o,$(filter-out host/main.c,$(HOST_SRC)))
+LUA_SRC   := $(shell find lua -name '*.lua' | sort)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
+
+.PHONY: all deps test unit check-deps install uninstall clean demo bench fuzz
+
+all: $(PGR)
+
+deps:
+	@tests/deps.sh
+
+$(BUILD)/%.o: host/%.c $(HOST_HDR) | $(BUILD)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Ihost -c $< -o $@
+
+# Every luaopen_pgr_* function in host/*.c becomes a package.preload entry (pgr_x_y -> pgr.x.y).
+$(BUILD)/preload.c: $(HOST_SRC) host/tools/gen_preload.sh | $(BUILD)
+	sh host/tools/gen_preload.sh $(HOST_SRC) > $@.tmp && mv $@.tmp $@
+
+# Every lua/**/*.lua is compiled into the binary as its source text.
+$(BUILD)/bin2c: host/tools/bin2c.c | $(BUILD)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
+$(BUILD)/embedded.c: $(LUA_SRC) $(BUILD)/bin2c
+	$(BUILD)/bin2c lua $(LUA_SRC) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen_%.o: $(BUILD)/%.c
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Ihost -c $< -o $@
+
+$(BUILD)/libpgr.a: $(LIB_OBJ) $(BUILD)/gen_preload.o $(BUILD)/gen_embedded.o
+	rm -f $@ && ar rcs $@ $^
+
+$(PGR): $(BUILD)/main.o $(BUILD)/libpgr.a
+	$(CC) $(LDFLAGS) -Wl,-E -o $@ $(BUILD)/main.o $(BUILD)/libpgr.a $(PKG_LIBS) $(LDLIBS)
+
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libpgr.a | $(BUILD)
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Ihost -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libpgr.a $(PKG_LIBS) $(LDLIBS)
+
+unit: $(UNIT_BIN)
+
+$(BUILD):
+	@mkdir -p $@
+
+test: deps
+	$(MAKE) --no-print-directory all unit
+	PGR=$(abspath $(PGR)) UNIT_DIR=$(abspath $(BUILD)/unit) SANITIZE=$(SANITIZE) tests/run $(SUITES)
+
+demo: deps all
+	@tests/demo.sh
+
+bench: deps all
+	@bench/run $(BENCH)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/pgr/services
+	install -m 0755 $(PGR) $(DESTDIR)$(PREFIX)/bin/pgr
+	install -m 0644 services/*.lua $(DESTDIR)$(PREFIX)/share/pgr/services/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/pgr
+	rm -rf $(DESTDIR)$(PREFIX)/share/pgr
+
+clean:
+	rm -rf build pgr

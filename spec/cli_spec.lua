@@ -1,0 +1,133 @@
+-- Specs of the host and pgr.cli: the lua-like behaviour (arg, -e, -, exit codes, tracebacks),
+-- commands and their help, and module search order (PGR_PATH over the embedded copy).
+local sys = require "pgr.sys"
+
+local PGR = os.getenv("PGR") or "./pgr"
+
+local function run(cmdline)
+  local p = io.popen(cmdline .. " 2>&1; echo \"<rc=$?>\"")
+  local out = p:read("a")
+  p:close()
+  local body, rc = out:match("^(.*)<rc=(%d+)>\n$")
+  return body, tonumber(rc)
+end
+
+local function tmpdir()
+  local p = io.popen("mktemp -d")
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
+describe("pgr host", function()
+  it("runs -e chunks with the arg table", function()
+    local out, rc = run(PGR .. [[ -e 'print(#arg, arg[0])']])
+    assert.equals(0, rc)
+    assert.equals("0\tnil\n", out)
+  end)
+
+  it("runs a script with arguments in arg and ...", function()
+    local d = tmpdir()
+    local f = io.open(d .. "/s.lua", "w")
+    f:write("print(arg[0], arg[1], arg[2], select('#', ...))\n")
+    f:close()
+    local out, rc = run(PGR .. " " .. d .. "/s.lua x y")
+    assert.equals(0, rc)
+    assert.equals(d .. "/s.lua\tx\ty\t2\n", out)
+  end)
+
+  it("runs standard input with -", function()
+    local out, rc = run("echo 'print(1 + 1)' | " .. PGR .. " -")
+    assert.equals(0, rc)
+    assert.equals("2\n", out)
+  end)
+
+  it("reports a script error with the script line and a traceback, exit 1", function()
+    local d = tmpdir()
+    local f = io.open(d .. "/bad.lua", "w")
+    f:write("local x = 1\nerror('boom')\n")
+    f:close()
+    local out, rc = run(PGR .. " " .. d .. "/bad.lua")
+    assert.equals(1, rc)
+    assert.matches("^pgr: " .. d:gsub("%p", "%%%0") .. "/bad.lua:2: boom\nstack traceback:", out)
+  end)
+
+  it("passes os.exit codes through", function()
+    local _, rc = run(PGR .. [[ -e 'os.exit(7)']])
+    assert.equals(7, rc)
+  end)
+
+  it("rejects an unknown command with exit 2 and a hint", function()
+    local out, rc = run(PGR .. " no-such-command")
+    assert.equals(2, rc)
+    assert.matches("pgr help", out)
+  end)
+
+  it("lists commands in help, one line each", function()
+    local out, rc = run(PGR .. " --help")
+    assert.equals(0, rc)
+    assert.matches("\n  version  print pgr's version", out)
+    assert.matches("\n  help ", out)
+    assert.matches("Exit codes:", out)
+  end)
+
+  it("prints the library versions", function()
+    local out, rc = run(PGR .. " version")
+    assert.equals(0, rc)
+    for _, lib in ipairs { "Lua 5.4", "libcurl", "libpq", "libyaml", "cJSON" } do
+      assert.matches(lib, out, 1, true)
+    end
+  end)
+
+  it("loads a module from PGR_PATH before the embedded copy", function()
+    local d = tmpdir()
+    assert(sys.mkdir(d .. "/pgr/cmd"))
+    local f = io.open(d .. "/pgr/cmd/version.lua", "w")
+    f:write("return { summary = 'site override', run = function() print('overridden') return 0 end }\n")
+    f:close()
+    local out, rc = run("PGR_PATH=" .. d .. " " .. PGR .. " version")
+    assert.equals(0, rc)
+    assert.equals("overridden\n", out)
+  end)
+
+  it("keeps the system Lua paths usable (busted is loaded from them)", function()
+    local out, rc = run(PGR .. [[ -e 'print(require("say") ~= nil)']])
+    assert.equals(0, rc)
+    assert.equals("true\n", out)
+  end)
+end)
+
+describe("pgr.sys", function()
+  it("writes private files atomically with mode 0600", function()
+    local d = tmpdir()
+    assert(sys.write_file(d .. "/f", "hello"))
+    local st = assert(sys.stat(d .. "/f"))
+    assert.equals(tonumber("600", 8), st.mode)
+    assert.equals(5, st.size)
+  end)
+
+  it("creates directories 0700 with their parents", function()
+    local d = tmpdir()
+    assert(sys.mkdir(d .. "/a/b/c"))
+    assert.equals(tonumber("700", 8), sys.stat(d .. "/a/b/c").mode)
+  end)
+
+  it("refuses a lock held by another process and names the holder", function()
+    local d = tmpdir()
+    local lk = assert(sys.lock(d .. "/lock"))
+    local out, rc = run(PGR .. [[ -e 'local s=require"pgr.sys" local l,e=s.lock("]] .. d ..
+      [[/lock") print(l, e.code, e.holder)']])
+    assert.equals(0, rc)
+    assert.equals("nil\tlocked\t" .. sys.getpid() .. "\n", out)
+    lk:unlock()
+    out = run(PGR .. [[ -e 'local s=require"pgr.sys" print(s.lock("]] .. d .. [[/lock") ~= nil)']])
+    assert.equals("true\n", out)
+  end)
+
+  it("returns nil, err for ordinary failures", function()
+    local st, err = sys.stat("/nonexistent/x")
+    assert.is_nil(st)
+    assert.equals("io", err.code)
+    assert.matches("cannot stat /nonexistent/x", tostring(err))
+  end)
+end)
