@@ -82,7 +82,10 @@ local function traceback(e)
     if mt and mt.__tostring then return tostring(e) end
     return e
   end
-  return debug.traceback(e, 2)
+  local tb = debug.traceback(e, 2)
+  -- frames below the script are pgr's own CLI machinery: cut them, as lua.c shows none
+  local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+  return cut and tb:sub(1, cut - 1) or tb
 end
 
 -- Runs a loaded chunk as lua does: an error prints "pgr: <message + traceback>" and gives exit 1;
