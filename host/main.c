@@ -72,6 +72,9 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     global_L = L;
+    /* a closed pipe (pgr ... | head) must become an error pgr handles (stopping its children),
+     * not a silent death */
+    signal(SIGPIPE, SIG_IGN);
     lua_pushcfunction(L, pmain);
     lua_pushinteger(L, argc);
     lua_pushlightuserdata(L, argv);
