@@ -1,0 +1,46 @@
+-- etc/site.example.lua: an example pgr site file; copy it to /etc/pgr/site.lua (or point PGR_SITE at
+-- it) and change what differs on your system. Every field is optional; the defaults are the runbook's.
+return {
+  -- The management NCNs, for commands run on every node (hostlist syntax, as pdsh -w takes it).
+  nodes = "ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]",
+
+  -- How pgr reaches the nodes: ssh as this user; at most `fanout` at once; seconds per node.
+  ssh = { user = "root", fanout = 32, timeout = 60, options = { "StrictHostKeyChecking=yes" } },
+
+  -- Where the postgres-backup bucket lives (the cronjobs' S3), and whose keys read it.
+  s3 = {
+    endpoint = "https://rgw-vip.nmn",
+    region = "us-east-1",
+    bucket = "postgres-backup",
+    -- one of: { access_key = "...", secret_key = "..." } | { file = "/root/.s3cfg-pgr" } |
+    --         { secret = "services/postgres-backup-s3-credentials" }
+    credentials = { secret = "services/postgres-backup-s3-credentials" },
+  },
+
+  -- Journals of every run (default $XDG_STATE_HOME/pgr or ~/.local/state/pgr; PGR_STATE_DIR wins).
+  state_dir = "/var/lib/pgr",
+
+  -- Kubernetes: default $KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
+  -- kubeconfig = "/etc/kubernetes/admin.conf",
+  -- context = "kubernetes-admin@kubernetes",
+
+  -- Keycloak verification: the token endpoint; credentials are asked on the terminal unless a file
+  -- (two lines: username, password; mode 0600) is named here.
+  keycloak = {
+    token_url = "https://api-gw-service-nmn.local/keycloak/realms/shasta/protocol/openid-connect/token",
+    client_id = "shasta",
+    -- credentials_file = "/root/.pgr-keycloak",
+  },
+
+  -- External commands of the services' last steps: an argv list (run directly), a string (run by
+  -- /bin/sh -c), or false to skip the step.
+  commands = {
+    spire_restart_agent = { "systemctl", "restart", "spire-agent" },         -- on every node
+    spire_fix_storage = { "/opt/cray/platform-utils/spire/fix-spire-on-storage.sh" },
+    spire_verify_jwt = { "/usr/bin/heartbeat-spire-agent", "api", "fetch", "jwt",
+                         "-socketPath=/root/spire/agent.sock", "-audience", "test" },
+    hsm_verify = "cray hsm service ready list",
+    hsm_rediscover = false,
+    sls_verify = { "cray", "sls", "version", "list" },
+  },
+}

@@ -1,0 +1,236 @@
+-- pgr.site: the site file — what differs between systems (nodes, S3, state directory, Kubernetes
+-- context, external verification commands) — loaded, merged over documented defaults, validated.
+--
+-- site.load([path]) -> site | nil, err
+--   path: the argument, else $PGR_SITE, else /etc/pgr/site.lua. An absent default file means "all
+--   defaults"; an absent file named explicitly (argument or PGR_SITE) is an error.
+--   The file is Lua returning a table; its fields are checked and merged over site.DEFAULTS
+--   (tables merge one level deep: a site sets commands.spire_verify_jwt without repeating the rest).
+-- site.defaults() -> a fresh copy of the defaults
+-- site.state_dir(site) -> the state directory: $PGR_STATE_DIR, else site.state_dir, else
+--   $XDG_STATE_HOME/pgr, else ~/.local/state/pgr
+-- site.command(site, name) -> argv table | nil (disabled) | nil, err (unknown name)
+--
+-- Fields (see etc/site.example.lua):
+--   nodes       hostlist string of the management NCNs, e.g. "ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]"
+--   ssh         { user=, port=, identity=, options={...}, fanout=32, timeout=60 } for fan-out to nodes
+--   s3          { endpoint=, region="us-east-1", bucket="postgres-backup", credentials={...} }
+--               credentials: { access_key=, secret_key= } | { file=PATH } | { secret="ns/name" }
+--   state_dir   where runs are journaled
+--   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
+--   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil }
+--   commands    name -> argv array (run directly, no shell) | string (run by /bin/sh -c) | false (skip)
+local errors = require "pgr.errors"
+
+local M = {}
+
+M.DEFAULT_PATH = "/etc/pgr/site.lua"
+
+-- Defaults are the values the CSM runbook itself uses, so an unconfigured site behaves like the
+-- runbook on a standard system.
+M.DEFAULTS = {
+  nodes = nil,
+  ssh = { user = "root", port = nil, identity = nil, options = {}, fanout = 32, timeout = 60 },
+  s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil },
+  state_dir = nil,
+  kubeconfig = nil,
+  context = nil,
+  keycloak = {
+    token_url = "https://api-gw-service-nmn.local/keycloak/realms/shasta/protocol/openid-connect/token",
+    client_id = "shasta",
+    credentials_file = nil,
+  },
+  commands = {
+    -- on every node of `nodes`, by fan-out
+    spire_restart_agent = { "systemctl", "restart", "spire-agent" },
+    -- on this machine
+    spire_fix_storage = { "/opt/cray/platform-utils/spire/fix-spire-on-storage.sh" },
+    spire_verify_jwt = { "/usr/bin/heartbeat-spire-agent", "api", "fetch", "jwt",
+                         "-socketPath=/root/spire/agent.sock", "-audience", "test" },
+    hsm_verify = { "cray", "hsm", "service", "ready", "list" },
+    hsm_rediscover = false,
+    sls_verify = { "cray", "sls", "version", "list" },
+    vcs_verify = false,
+  },
+}
+
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = copy(x) end
+  return t
+end
+
+function M.defaults() return copy(M.DEFAULTS) end
+
+local function fail(path, field, msg)
+  return nil, errors.new("site", ("%s: %s %s"):format(path, field, msg), { field = field, path = path })
+end
+
+local function is_argv(v)
+  if type(v) ~= "table" or #v == 0 then return false end
+  for k, x in pairs(v) do
+    if math.type(k) ~= "integer" or type(x) ~= "string" then return false end
+  end
+  return true
+end
+
+-- Field checks: each returns an error text or nil.
+local function opt_type(v, t)
+  if v ~= nil and type(v) ~= t then return ("must be a %s (got %s)"):format(t, type(v)) end
+end
+
+local function check_url(v)
+  local e = opt_type(v, "string")
+  if e then return e end
+  if v and not v:match("^https?://[^/]+") then
+    return ("must be an http:// or https:// URL (got %q)"):format(v)
+  end
+end
+
+local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
+                context = true, keycloak = true, commands = true }
+
+local function validate(t, path)
+  for k in pairs(t) do
+    if not KNOWN[k] then
+      return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
+        .. "nodes, s3, ssh, state_dir)")
+    end
+  end
+  for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
+    local e = opt_type(t[f], "string")
+    if e then return fail(path, f, e) end
+  end
+  if t.nodes and not t.nodes:match("%S") then return fail(path, "nodes", "is empty") end
+  for _, f in ipairs({ "ssh", "s3", "keycloak", "commands" }) do
+    local e = opt_type(t[f], "table")
+    if e then return fail(path, f, e) end
+  end
+  if t.ssh then
+    for _, f in ipairs({ "user", "identity" }) do
+      local e = opt_type(t.ssh[f], "string")
+      if e then return fail(path, "ssh." .. f, e) end
+    end
+    for _, f in ipairs({ "port", "fanout", "timeout" }) do
+      local v = t.ssh[f]
+      if v ~= nil and (type(v) ~= "number" or v <= 0) then
+        return fail(path, "ssh." .. f, "must be a positive number")
+      end
+    end
+    if t.ssh.options ~= nil and type(t.ssh.options) ~= "table" then
+      return fail(path, "ssh.options", "must be a list of ssh -o options")
+    end
+  end
+  if t.s3 then
+    local e = check_url(t.s3.endpoint)
+    if e then return fail(path, "s3.endpoint", e) end
+    for _, f in ipairs({ "region", "bucket" }) do
+      e = opt_type(t.s3[f], "string")
+      if e then return fail(path, "s3." .. f, e) end
+    end
+    local c = t.s3.credentials
+    if c ~= nil then
+      if type(c) ~= "table" then return fail(path, "s3.credentials", "must be a table") end
+      if c.access_key or c.secret_key then
+        if type(c.access_key) ~= "string" or type(c.secret_key) ~= "string" then
+          return fail(path, "s3.credentials", "needs both access_key and secret_key as strings")
+        end
+      elseif c.file then
+        e = opt_type(c.file, "string")
+        if e then return fail(path, "s3.credentials.file", e) end
+      elseif c.secret then
+        if type(c.secret) ~= "string" or not c.secret:match("^[%w.-]+/[%w.-]+$") then
+          return fail(path, "s3.credentials.secret", 'must be "namespace/name" of a Kubernetes secret')
+        end
+      else
+        return fail(path, "s3.credentials", "needs access_key+secret_key, file= or secret=")
+      end
+    end
+  end
+  if t.keycloak then
+    local e = t.keycloak.token_url ~= false and check_url(t.keycloak.token_url) or nil
+    if e then return fail(path, "keycloak.token_url", e) end
+    for _, f in ipairs({ "client_id", "credentials_file" }) do
+      e = opt_type(t.keycloak[f], "string")
+      if e then return fail(path, "keycloak." .. f, e) end
+    end
+  end
+  if t.commands then
+    for name, v in pairs(t.commands) do
+      if type(name) ~= "string" then return fail(path, "commands", "keys must be names") end
+      if not (v == false or type(v) == "string" or is_argv(v)) then
+        return fail(path, "commands." .. name,
+          "must be an argv list of strings, a shell command string, or false to skip it")
+      end
+    end
+  end
+  return true
+end
+
+local function merge(base, over)
+  for k, v in pairs(over) do
+    if type(v) == "table" and type(base[k]) == "table" and not is_argv(v) then
+      for k2, v2 in pairs(v) do base[k][k2] = copy(v2) end
+    else
+      base[k] = copy(v)
+    end
+  end
+  return base
+end
+
+function M.load(path)
+  local explicit = path or os.getenv("PGR_SITE")
+  if explicit == "" then explicit = nil end
+  path = explicit or M.DEFAULT_PATH
+  local f = io.open(path, "r")
+  if not f then
+    if not explicit then
+      local s = M.defaults()
+      s.path = nil
+      return s
+    end
+    return nil, errors.new("site", ("site file %s cannot be read (PGR_SITE or --site names it)")
+      :format(path), { path = path })
+  end
+  local src = f:read("a")
+  f:close()
+  -- the site file sees a small environment: it is configuration, not a program
+  local env = { os = { getenv = os.getenv }, string = string, table = table, tostring = tostring,
+                tonumber = tonumber, ipairs = ipairs, pairs = pairs }
+  local chunk, err = load(src, "@" .. path, "t", env)
+  if not chunk then return nil, errors.new("site", ("site file %s: %s"):format(path, err), { path = path }) end
+  local ok, t = pcall(chunk)
+  if not ok then return nil, errors.new("site", ("site file %s: %s"):format(path, tostring(t)), { path = path }) end
+  if type(t) ~= "table" then
+    return nil, errors.new("site", ("site file %s must return a table (got %s)"):format(path, type(t)),
+      { path = path })
+  end
+  local valid, verr = validate(t, path)
+  if not valid then return nil, verr end
+  local s = merge(M.defaults(), t)
+  s.path = path
+  return s
+end
+
+function M.state_dir(s)
+  local d = os.getenv("PGR_STATE_DIR")
+  if d and d ~= "" then return d end
+  if s and s.state_dir then return s.state_dir end
+  d = os.getenv("XDG_STATE_HOME")
+  if d and d ~= "" then return d .. "/pgr" end
+  return (os.getenv("HOME") or "/root") .. "/.local/state/pgr"
+end
+
+function M.command(s, name)
+  local cmds = (s and s.commands) or M.DEFAULTS.commands
+  local v = cmds[name]
+  if v == nil and M.DEFAULTS.commands[name] == nil then
+    return nil, errors.new("site", ("no command %q in the site's commands"):format(name))
+  end
+  if v == nil or v == false then return nil end
+  if type(v) == "string" then return { "/bin/sh", "-c", v } end
+  return copy(v)
+end
+
+return M

@@ -1,0 +1,75 @@
+-- Specs of pgr.site: the defaults, a site file merged over them, and validation errors that name
+-- the field; the state directory's order of precedence.
+local site = require "pgr.site"
+
+local function tmpfile(body)
+  local p = os.tmpname()
+  local f = assert(io.open(p, "w"))
+  f:write(body)
+  f:close()
+  return p
+end
+
+describe("pgr.site", function()
+  it("merges a site file over the defaults, one level deep", function()
+    local p = tmpfile([[return { nodes = "ncn-w00[1-3]", s3 = { endpoint = "http://127.25.0.1:9000" },
+      commands = { spire_verify_jwt = "true" } }]])
+    local s = assert(site.load(p))
+    os.remove(p)
+    assert.equals("ncn-w00[1-3]", s.nodes)
+    assert.equals("http://127.25.0.1:9000", s.s3.endpoint)
+    assert.equals("postgres-backup", s.s3.bucket)
+    assert.equals("us-east-1", s.s3.region)
+    assert.same({ "/bin/sh", "-c", "true" }, site.command(s, "spire_verify_jwt"))
+    assert.same({ "systemctl", "restart", "spire-agent" }, site.command(s, "spire_restart_agent"))
+    assert.is_nil(site.command(s, "hsm_rediscover"))
+    local none, err = site.command(s, "no_such")
+    assert.is_nil(none)
+    assert.equals("site", err.code)
+  end)
+
+  it("loads the example site file", function()
+    local s = assert(site.load("etc/site.example.lua"))
+    assert.equals("ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]", s.nodes)
+  end)
+
+  for _, case in ipairs({
+    { [[return { s3 = { endpoint = "ftp://x" } }]], "s3.endpoint must be an http:// or https:// URL" },
+    { [[return { nodes = 3 }]], "nodes must be a string" },
+    { [[return { colour = true }]], "colour is not a site field" },
+    { [[return { commands = { spire_fix_storage = { 1, 2 } } }]], "commands.spire_fix_storage must be an argv list" },
+    { [[return { s3 = { credentials = { access_key = "a" } } }]], "s3.credentials needs both access_key and secret_key" },
+    { [[return { ssh = { fanout = 0 } }]], "ssh.fanout must be a positive number" },
+    { [[return 1]], "must return a table" },
+    { [[return {]], "site file" },
+  }) do
+    it("rejects " .. case[1], function()
+      local p = tmpfile(case[1])
+      local s, err = site.load(p)
+      os.remove(p)
+      assert.is_nil(s)
+      assert.equals("site", err.code)
+      assert.matches(case[2], tostring(err), 1, true)
+    end)
+  end
+
+  it("treats an absent default file as all defaults, an absent named file as an error", function()
+    local s, err = site.load("/nonexistent/site.lua")
+    assert.is_nil(s)
+    assert.matches("cannot be read", tostring(err))
+  end)
+
+  it("chooses the state directory: PGR_STATE_DIR, the site's, XDG_STATE_HOME, ~/.local/state", function()
+    local cmd = (os.getenv("PGR") or "./pgr")
+      .. [[ -e 'print(require("pgr.site").state_dir({state_dir="/site"}), require("pgr.site").state_dir({}))']]
+    local function run(env)
+      local p = io.popen("env -u PGR_STATE_DIR -u XDG_STATE_HOME " .. env .. " " .. cmd)
+      local o = p:read("a")
+      p:close()
+      return o
+    end
+    assert.equals("/s\t/s\n", run("PGR_STATE_DIR=/s"))
+    assert.equals("/site\t/x/pgr\n", run("XDG_STATE_HOME=/x"))
+    assert.equals("/site\t/h/.local/state/pgr\n", run("HOME=/h"))
+  end)
+end)
