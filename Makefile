@@ -86,7 +86,8 @@ bench: deps all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/pgr/services
 	install -m 0755 $(PGR) $(DESTDIR)$(PREFIX)/bin/pgr
-	install -m 0644 services/*.lua $(DESTDIR)$(PREFIX)/share/pgr/services/
+	for f in services/*.lua; do [ -f "$$f" ] && install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/pgr/services/ || true; done
+	for f in etc/*.lua; do [ -f "$$f" ] && install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/pgr/ || true; done
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/pgr
