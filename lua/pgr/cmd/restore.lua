@@ -1,0 +1,123 @@
+-- pgr restore: feed a pg_dumpall plain-SQL dump (file, stdin, gzip, s3://) into a PostgreSQL server,
+-- as `psql -U postgres < dump` would, with a progress bar, an error summary and parallel loading.
+local cli = require "pgr.cli"
+local pg = require "pgr.pg"
+local policy = require "pgr.restorepolicy"
+
+local M = {
+  summary = "restore a pg_dumpall dump into a server (psql-compatible, streaming, parallel)",
+  usage = "Usage: pgr restore [--conn CONNINFO] [--jobs N] [--stop-on-error] [--quiet] SOURCE",
+  help = [[
+SOURCE is a path, - (standard input) or s3://bucket/key; gzip is decompressed on the fly.
+The dump is checked first: custom-format or tar archives, binary data and (for files) a missing
+"dump complete" trailer are refused before anything is sent.
+
+Errors are counted and go on, as psql's are; "role/database already exists" for what a fresh
+cluster already has is expected. The exit code is 0 when no unexpected error occurred.
+--jobs N loads the tables of a file over N connections and builds indexes in parallel.
+The connection defaults to libpq's environment (PGHOST, PGUSER, PGPASSWORD, service files).]],
+  flags = {
+    { name = "conn", short = "c", value = "CONNINFO", help = "libpq connection string or URI" },
+    { name = "jobs", short = "j", value = "N", help = "parallel loading connections (files only)" },
+    { name = "stop-on-error", help = "stop at the first unexpected error (psql ON_ERROR_STOP)" },
+    { name = "strict", help = "treat every error as unexpected, even 'already exists'" },
+    { name = "allow-truncated", help = "restore a file that lacks the completion trailer" },
+    { name = "quiet", short = "q", help = "no progress output" },
+  },
+}
+
+-- Exit codes by fatal error: nothing was sent for these, so the server is untouched.
+local PREFLIGHT = { format = true, binary = true, empty = true, connect = true, io = true }
+
+local function s3_source(url)
+  local ok, s3 = pcall(require, "pgr.s3")
+  if not ok or type(s3.reader) ~= "function" then
+    return nil, "s3:// sources need the S3 module (pgr.s3.reader)"
+  end
+  return s3.reader(url)
+end
+
+function M.run(argv)
+  local opts, pos = cli.parse("restore", M, argv)
+  if not opts then return cli.EXIT.usage end
+  if #pos ~= 1 then
+    cli.eprint(M.usage)
+    return cli.EXIT.usage
+  end
+  local jobs = tonumber(opts.jobs or "1")
+  if not jobs or jobs < 1 or jobs > 64 or jobs % 1 ~= 0 then
+    cli.eprint("pgr restore: --jobs must be a whole number from 1 to 64")
+    return cli.EXIT.usage
+  end
+  local ui = require "pgr.ui"
+  if opts.quiet then ui.configure { quiet = true } end
+
+  local source, total = pos[1], nil
+  if source:match("^s3://") then
+    local reader, size_or_err = s3_source(source)
+    if not reader then
+      ui.error(tostring(size_or_err))
+      return cli.EXIT.preflight
+    end
+    source, total = reader, type(size_or_err) == "number" and size_or_err or nil
+  end
+
+  -- A file is read through once before anything is sent (a fraction of the restore's time): a
+  -- meta-command pgr would refuse, or a missing trailer, is then found with the server untouched.
+  if type(source) == "string" and source ~= "-" then
+    local info, ierr = pg.inspect(source)
+    if not info then
+      ui.error(tostring(ierr))
+      return cli.EXIT.preflight
+    end
+    if #info.unsupported > 0 then
+      local u = info.unsupported[1]
+      ui.error(("%s line %d: meta-command %s is not supported (pgr runs \\connect, \\encoding, "
+        .. "\\restrict and \\unrestrict, as pg_dumpall writes them); nothing was restored"):format(
+        source, u.line, u.command))
+      return cli.EXIT.preflight
+    end
+    if not info.trailer and not opts.allow_truncated then
+      ui.error(("%s lacks the \"dump complete\" trailer pg_dumpall writes last: the dump is truncated "
+        .. "(nothing was restored; --allow-truncated restores it anyway)"):format(source))
+      return cli.EXIT.preflight
+    end
+  end
+
+  local bar
+  local started = require("pgr.sys").now()
+  local result, err = pg.restore(opts.conn or "", source, {
+    jobs = jobs,
+    stop_on_error = opts.stop_on_error or false,
+    allow_truncated = opts.allow_truncated or false,
+    total = total,
+    on_error = opts.strict and policy.strict or policy.fresh_cluster(),
+    progress = not opts.quiet and function(p)
+      bar = bar or ui.progress { label = "restore", total = p.total, unit = "bytes" }
+      bar:update(p.bytes, ("%d stmts, %d rows, %d errors"):format(p.statements, p.copy_rows, p.errors))
+    end or nil,
+  })
+  local secs = require("pgr.sys").now() - started
+  local r = result or (err and err.result)
+  if bar then bar:finish(("restore: %s in %s"):format(ui.bytes(r and r.bytes or 0), ui.duration(secs))) end
+  if r then
+    for _, line in ipairs(policy.describe(r)) do io.stderr:write(line, "\n") end
+  end
+  if not result then
+    ui.error(tostring(err))
+    return PREFLIGHT[err.code] and cli.EXIT.preflight
+      or (err.code == "truncated" and r and r.statements == 0 and cli.EXIT.preflight)
+      or cli.EXIT.failed
+  end
+  if jobs > 1 and result.jobs < jobs then
+    ui.warn(("loaded with %d connection(s): --jobs needs an uncompressed file"):format(result.jobs))
+  end
+  if not result.ok then
+    ui.error(("restore finished with %d unexpected errors%s"):format(result.errors.unexpected,
+      result.stopped and " (stopped at the first)" or ""))
+    return cli.EXIT.failed
+  end
+  return cli.EXIT.ok
+end
+
+return M

@@ -1,0 +1,310 @@
+-- Specs of pgr.pg against a real PostgreSQL server: connections, typed rows, server errors, notices,
+-- password verifiers, quoting, pg.inspect and pg.restore with Lua readers and error policies.
+local pg = require "pgr.pg"
+local pgserver = require "support.pgserver"
+
+local function tmpfile(content)
+  local name = os.tmpname()
+  local f = assert(io.open(name, "wb"))
+  f:write(content)
+  f:close()
+  return name
+end
+
+local DUMP = table.concat({
+  "--", "-- PostgreSQL database cluster dump", "--", "",
+  "SET standard_conforming_strings = on;",
+  "CREATE ROLE postgres;",
+  "CREATE ROLE \"spec \"\"role\"\"\";",
+  "CREATE DATABASE \"Spec;DB\";",
+  "\\connect -reuse-previous=on \"dbname='Spec;DB'\"",
+  "CREATE TABLE public.schema_version (version text, note text);",
+  "COPY public.schema_version (version, note) FROM stdin;",
+  "1.4.2\tfirst\\trow",
+  "0.9\tsecond",
+  "\\.",
+  "CREATE TABLE public.n (i int);",
+  "COPY public.n (i) FROM stdin;",
+  "\\.",
+  "SELECT 1/0;",
+  "\\connect postgres",
+  "", "--", "-- PostgreSQL database cluster dump complete", "--", "",
+}, "\n")
+
+describe("pgr.pg", function()
+  local srv, conn
+  setup(function()
+    srv = pgserver.start { addr = "127.21.2.1" }
+    conn = assert(pg.connect(srv.params))
+  end)
+  teardown(function()
+    if conn then conn:close() end
+    if srv then srv.stop() end
+  end)
+
+  describe("connect", function()
+    it("takes a conninfo string, a URI or a table", function()
+      local c1 = assert(pg.connect(srv.conninfo))
+      local c2 = assert(pg.connect(("postgresql://postgres:%s@%s:%d/postgres"):format(srv.password, srv.host, srv.port)))
+      assert.equals("postgres", c1:info().dbname)
+      assert.equals(tostring(srv.port), c2:info().port)
+      c1:close()
+      c2:close()
+    end)
+
+    it("fails with nil, err that never holds the password", function()
+      local params = {}
+      for k, v in pairs(srv.params) do params[k] = v end
+      params.password = "Wr0ng-Secret"
+      local c, err = pg.connect(params)
+      assert.is_nil(c)
+      assert.equals("connect", err.code)
+      assert.matches("password authentication failed", tostring(err))
+      assert.is_nil(tostring(err):find("Wr0ng-Secret", 1, true))
+      c, err = pg.connect("host=x password='Wr0ng Secret' dbname")
+      assert.is_nil(c)
+      assert.is_nil(tostring(err):find("Wr0ng", 1, true))
+    end)
+
+    it("is closed by __close and closing twice is harmless", function()
+      local keep
+      do
+        local c <close> = assert(pg.connect(srv.params))
+        keep = c
+        assert.equals(1, c:query("select 1 as one")[1].one)
+      end
+      assert.matches("closed", tostring(keep))
+      keep:close()
+      assert.has_error(function() keep:query("select 1") end)
+    end)
+  end)
+
+  describe("query", function()
+    it("returns typed rows, NULL as nil, and the column list", function()
+      local rows, info = assert(conn:query(
+        "select 1 as i, 9007199254740993::int8 as big, 1.5::float8 as f, 2.50::numeric as num, " ..
+        "true as b, 'x' as s, null::text as n, $1::text as p, $2::int as q", "param", 7))
+      local r = rows[1]
+      assert.equals(1, r.i)
+      assert.equals(math.tointeger(9007199254740993), r.big)
+      assert.equals(1.5, r.f)
+      assert.equals("2.50", r.num)
+      assert.is_true(r.b)
+      assert.equals("x", r.s)
+      assert.is_nil(r.n)
+      assert.equals("param", r.p)
+      assert.equals(7, r.q)
+      assert.same({ "i", "big", "f", "num", "b", "s", "n", "p", "q" }, info.columns)
+      assert.equals("SELECT 1", info.command)
+    end)
+
+    it("passes nil and booleans as parameters", function()
+      local rows = assert(conn:query("select $1::text is null as isnull, $2::bool as flag", nil, false))
+      assert.is_true(rows[1].isnull)
+      assert.is_false(rows[1].flag)
+    end)
+
+    it("reports server errors with SQLSTATE, position, detail and hint", function()
+      local rows, err = conn:query("select nosuch from pg_class")
+      assert.is_nil(rows)
+      assert.equals("sql", err.code)
+      assert.equals("42703", err.sqlstate)
+      assert.equals(8, err.position)
+      assert.equals("ERROR", err.severity)
+      assert(conn:exec("create temp table u (k int primary key)"))
+      assert(conn:query("insert into u values (1)"))
+      local _, dup = conn:query("insert into u values (1)")
+      assert.equals("23505", dup.sqlstate)
+      assert.matches("already exists", dup.detail)
+      local _, hinted = conn:query("select pg_catalog.nosuchfn(1)")
+      assert.matches("No function matches", hinted.hint)
+    end)
+  end)
+
+  describe("exec", function()
+    it("runs commands and returns their status", function()
+      assert.equals("CREATE TABLE", conn:exec("create temp table e (a int)"))
+      assert.equals("INSERT 0 2", conn:exec("insert into e values (1), (2)"))
+      local n, err = conn:exec("insert into e values ('x')")
+      assert.is_nil(n)
+      assert.equals("22P02", err.sqlstate)
+    end)
+
+    it("delivers notices to a Lua callback", function()
+      local got = {}
+      conn:on_notice(function(n) got[#got + 1] = n end)
+      assert(conn:exec("do $$ begin raise notice 'hello %', 42; raise warning 'careful'; end $$"))
+      conn:on_notice(nil)
+      assert(conn:exec("do $$ begin raise notice 'unheard'; end $$"))
+      assert.equals(2, #got)
+      assert.equals("hello 42", got[1].message)
+      assert.equals("NOTICE", got[1].severity)
+      assert.equals("careful", got[2].message)
+    end)
+
+    it("survives a notice callback that raises", function()
+      conn:on_notice(function() error("boom") end)
+      assert.equals("DO", conn:exec("do $$ begin raise notice 'x'; end $$"))
+      conn:on_notice(nil)
+    end)
+  end)
+
+  describe("set_password", function()
+    it("sets a SCRAM verifier computed client-side; the clear text never reaches the server log", function()
+      local role = "we\"ird role;"
+      assert(conn:exec("create role " .. pg.quote_ident(role) .. " login"))
+      assert(conn:exec("set log_statement = 'all'"))
+      assert.is_true(conn:set_password(role, "Clear-Text-42"))
+      assert(conn:exec("reset log_statement"))
+      local v = conn:query("select rolpassword from pg_authid where rolname = $1", role)[1].rolpassword
+      assert.matches("^SCRAM%-SHA%-256%$", v)
+      local c = assert(pg.connect { host = srv.host, port = srv.port, user = role, password = "Clear-Text-42",
+                                    dbname = "postgres" })
+      c:close()
+      local log = assert(io.open(srv.dir .. "/log")):read("a")
+      assert.truthy(log:find("ALTER ROLE", 1, true))
+      assert.is_nil(log:find("Clear-Text-42", 1, true))
+    end)
+  end)
+
+  describe("quoting", function()
+    it("quotes identifiers and literals as libpq does", function()
+      assert.equals('"a""b"', pg.quote_ident('a"b'))
+      assert.equals("'it''s'", pg.quote_literal("it's"))
+      assert.equals(" E'a\\\\b'", pg.quote_literal("a\\b"))
+      assert.equals(pg.quote_literal("x'\\y"), conn:quote_literal("x'\\y"))
+      assert.equals(pg.quote_ident("Odd \"one\""), conn:quote_ident("Odd \"one\""))
+    end)
+  end)
+
+  describe("inspect", function()
+    it("reports format, trailer, databases, roles and COPY blocks without a server", function()
+      local path = tmpfile(DUMP)
+      local info = assert(pg.inspect(path))
+      os.remove(path)
+      assert.equals("pg_dumpall", info.format)
+      assert.is_true(info.trailer)
+      assert.same({ "Spec;DB" }, info.databases)
+      assert.same({ "postgres", 'spec "role"' }, info.roles)
+      assert.same({ "Spec;DB", "postgres" }, info.connects)
+      assert.equals(2, #info.copies)
+      assert.same({ database = "Spec;DB", table = "public.schema_version", line = 11, rows = 2, bytes = 28,
+                    first_row = "1.4.2\tfirst\\trow" }, info.copies[1])
+      assert.equals(0, info.copies[2].rows)
+    end)
+
+    it("sees through gzip and notices a missing trailer", function()
+      local path = tmpfile(DUMP:sub(1, 300))
+      os.execute("gzip -f " .. path)
+      local info = assert(pg.inspect(path .. ".gz"))
+      os.remove(path .. ".gz")
+      assert.is_true(info.gzip)
+      assert.is_false(info.trailer)
+      assert.is_true(info.truncated)
+    end)
+
+    it("refuses custom-format archives", function()
+      local path = tmpfile("PGDMP\1\14\0\4\8\1\1")
+      local info, err = pg.inspect(path)
+      os.remove(path)
+      assert.is_nil(info)
+      assert.equals("format", err.code)
+    end)
+  end)
+
+  describe("restore", function()
+    it("reads from any object with read(n), classifies errors and reports progress", function()
+      local pos = 0
+      local reader = { read = function(_, n)
+        if pos >= #DUMP then return nil end
+        local k = math.min(n, 7) -- tiny chunks: statements and COPY lines straddle them
+        local s = DUMP:sub(pos + 1, pos + k)
+        pos = pos + k
+        return s
+      end }
+      local seen, progress = {}, 0
+      local r = assert(pg.restore(srv.params, reader, {
+        on_error = function(e) seen[#seen + 1] = e; return e.sqlstate == "42710" end,
+        progress = function(p) progress = progress + 1; assert.is_number(p.bytes) end,
+        progress_interval = 0,
+      }))
+      assert.is_false(r.ok)
+      assert.equals(2, r.errors.count)
+      assert.equals(1, r.errors.unexpected)
+      assert.equals(1, r.errors.by_sqlstate["42710"])
+      assert.equals(1, r.errors.by_sqlstate["22012"])
+      assert.equals(2, r.copy_rows)
+      assert.same({ "postgres", "Spec;DB", "postgres" }, r.databases)
+      assert.equals(18, r.errors.first[2].line)
+      assert.equals("SELECT 1/0;", r.errors.first[2].statement)
+      assert.is_false(r.errors.first[2].expected)
+      assert.equals("Spec;DB", seen[2].database)
+      assert.is_true(progress > 0)
+      local c = assert(pg.connect { host = srv.host, port = srv.port, user = "postgres",
+                                    password = srv.password, dbname = "Spec;DB" })
+      local rows = c:query("select version, note from public.schema_version")
+      c:close()
+      assert.same({ { version = "1.4.2", note = "first\trow" }, { version = "0.9", note = "second" } }, rows)
+    end)
+
+    it("takes a policy table keyed by SQLSTATE", function()
+      local path = tmpfile("CREATE ROLE postgres;\nSELECT 1/0;\n--\n-- PostgreSQL database cluster dump complete\n--\n")
+      local r = assert(pg.restore(srv.conninfo, path, { on_error = { ["42710"] = true,
+        ["22012"] = function(e) return e.message == "division by zero" end } }))
+      os.remove(path)
+      assert.is_true(r.ok)
+      assert.equals(2, r.errors.count)
+    end)
+
+    it("keeps room in the error list for unexpected errors", function()
+      local path = tmpfile(("CREATE ROLE postgres;\n"):rep(3) ..
+        "SELECT 1/0;\n--\n-- PostgreSQL database cluster dump complete\n--\n")
+      local r = assert(pg.restore(srv.params, path, { on_error = { ["42710"] = true }, max_errors_listed = 2 }))
+      os.remove(path)
+      assert.equals(4, r.errors.count)
+      assert.equals(2, #r.errors.first)
+      assert.equals(1, r.errors.first[1].line)
+      assert.equals(4, r.errors.first[2].line)
+      assert.is_false(r.errors.first[2].expected)
+    end)
+
+    it("returns nil, err with the partial result when the reader fails", function()
+      local calls = 0
+      local reader = { read = function()
+        calls = calls + 1
+        if calls == 1 then return ("SELECT 1;\n"):rep(60) end
+        return nil, "network went away"
+      end }
+      local r, err = pg.restore(srv.params, reader)
+      assert.is_nil(r)
+      assert.equals("io", err.code)
+      assert.matches("network went away", err.message)
+      assert.equals(60, err.result.statements)
+    end)
+
+    it("keeps the first error an on_error callback raises", function()
+      local path = tmpfile("SELECT 1/0;\n--\n-- PostgreSQL database cluster dump complete\n--\n")
+      local r = assert(pg.restore(srv.params, path, { on_error = function() error("policy bug") end }))
+      os.remove(path)
+      assert.matches("policy bug", tostring(r.callback_error))
+      assert.equals(1, r.errors.unexpected)
+    end)
+
+    it("restores through an open connection's parameters", function()
+      local path = tmpfile("CREATE TABLE public.via_conn (a int);\nCOPY public.via_conn (a) FROM stdin;\n7\n\\.\n" ..
+        "--\n-- PostgreSQL database cluster dump complete\n--\n")
+      local r = assert(pg.restore(conn, path, { jobs = 2 }))
+      os.remove(path)
+      assert.is_true(r.ok)
+      assert.equals(2, r.jobs)
+      assert.equals(1, r.copy_rows)
+      assert.equals(7, conn:query("select a from public.via_conn")[1].a)
+    end)
+
+    it("rejects misuse with argument errors", function()
+      assert.has_error(function() pg.restore(srv.params, 42) end)
+      assert.has_error(function() pg.restore(srv.params, "-", { jobs = 0 }) end)
+      assert.has_error(function() pg.restore(srv.params, "-", { on_error = 1 }) end)
+    end)
+  end)
+end)

@@ -1,0 +1,135 @@
+/* test_restore.c — the parts of the restore engine (host/restore.c) that need no server: psql's
+ * meta-command argument parsing and pg.inspect's input hygiene, gzip, trailer and COPY accounting. */
+#include "restore.h"
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+struct mem {
+    const char *p;
+    size_t len, pos, step;
+};
+
+static long mem_read(void *ud, char *buf, size_t cap, char *err, size_t errcap)
+{
+    struct mem *m = ud;
+    (void)err;
+    (void)errcap;
+    size_t n = m->len - m->pos;
+    if (n > cap)
+        n = cap;
+    if (m->step && n > m->step)
+        n = m->step;
+    memcpy(buf, m->p + m->pos, n);
+    m->pos += n;
+    return (long)n;
+}
+
+static void inspect(const char *p, size_t len, size_t step, struct rs_inspection *in)
+{
+    struct mem m = { p, len, 0, step };
+    struct rs_source src = { mem_read, &m, NULL };
+    rs_inspect(&src, 64, in);
+}
+
+static const char DUMP[] =
+    "--\n-- PostgreSQL database cluster dump\n--\n\n"
+    "\\restrict abc\n"
+    "CREATE ROLE admin;\nCREATE ROLE \"Mixed \"\"Case\"\"\";\n"
+    "CREATE DATABASE Shop;\n"
+    "\\unrestrict abc\n"
+    "\\connect -reuse-previous=on \"dbname='sh\\'op'\"\n"
+    "COPY public.t (a) FROM stdin;\r\nrow1\r\nrow2\r\n\\.\r\n"
+    "COPY public.e (a) FROM stdin;\n\\.\n"
+    "\\connect postgres\n"
+    "\\! ls\n"
+    "--\n-- PostgreSQL database cluster dump complete\n--\n\n";
+
+int main(void)
+{
+    char *w[8];
+    int n = rs_meta_args("-reuse-previous=on \"dbname='we\"\"ird'\"  plain 'it''s\\n'", w, 8);
+    CHECK_INT(n, 4, "four meta arguments");
+    CHECK_STR(w[0], "-reuse-previous=on", "an option word");
+    CHECK_STR(w[1], "dbname='we\"ird'", "a double-quoted word, \"\" unescaped");
+    CHECK_STR(w[2], "plain", "a plain word");
+    CHECK_STR(w[3], "it's\n", "a single-quoted word with '' and \\n");
+    for (int i = 0; i < n; i++)
+        free(w[i]);
+
+    struct rs_inspection in;
+    for (size_t step = 0; step <= 3; step += 3) {
+        inspect(DUMP, sizeof DUMP - 1, step, &in);
+        CHECK(!in.fatal, "a cluster dump inspects");
+        CHECK_STR(in.format, "pg_dumpall", "format");
+        CHECK(in.trailer, "trailer found");
+        CHECK_INT(in.nroles, 2, "two roles");
+        CHECK_STR(in.nroles == 2 ? in.roles[1] : "", "Mixed \"Case\"", "quoted role name");
+        CHECK_INT(in.ndatabases, 1, "one database");
+        CHECK_STR(in.ndatabases ? in.databases[0] : "", "shop", "unquoted names fold to lower case");
+        CHECK_INT(in.nconnects, 2, "two \\connect");
+        CHECK_STR(in.nconnects ? in.connects[0] : "", "sh'op", "conninfo-form \\connect names the database");
+        CHECK_INT(in.ncopies, 2, "two COPY blocks");
+        CHECK_INT(in.ncopies ? in.copies[0].rows : -1, 2, "rows of a CRLF COPY block");
+        CHECK_STR(in.ncopies ? in.copies[0].first_row : "", "row1", "first row without CR LF");
+        CHECK_INT(in.ncopies > 1 ? in.copies[1].rows : -1, 0, "an empty COPY block");
+        CHECK_INT(in.nunsupported, 1, "one unsupported meta-command");
+        CHECK_STR(in.nunsupported ? in.unsupported[0].command : "", "\\!", "it is named");
+        rs_inspection_free(&in);
+    }
+
+    /* gzip, fed in small pieces */
+    unsigned char gz[4096];
+    z_stream z = { 0 };
+    deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+    z.next_in = (unsigned char *)DUMP;
+    z.avail_in = sizeof DUMP - 1;
+    z.next_out = gz;
+    z.avail_out = sizeof gz;
+    deflate(&z, Z_FINISH);
+    size_t gzlen = sizeof gz - z.avail_out;
+    deflateEnd(&z);
+    inspect((char *)gz, gzlen, 5, &in);
+    CHECK(!in.fatal && in.gzip && in.trailer && in.ncopies == 2, "gzip is inspected transparently");
+    CHECK_INT(in.bytes, gzlen, "bytes counts the compressed input");
+    rs_inspection_free(&in);
+    inspect((char *)gz, gzlen - 12, 0, &in);
+    CHECK(in.fatal && !strcmp(in.code, "truncated"), "a cut gzip stream is truncated");
+    rs_inspection_free(&in);
+
+    inspect(DUMP, 120, 0, &in);
+    CHECK(!in.fatal && !in.trailer, "a cut dump has no trailer");
+    rs_inspection_free(&in);
+
+    inspect("PGDMP\1\14\0", 8, 0, &in);
+    CHECK(in.fatal && !strcmp(in.code, "format") && strstr(in.message, "pg_restore"), "custom format refused");
+    rs_inspection_free(&in);
+
+    char tar[1024];
+    memset(tar, 'a', sizeof tar);
+    memcpy(tar + 257, "ustar", 5);
+    inspect(tar, sizeof tar, 0, &in);
+    CHECK(in.fatal && strstr(in.message, "tar archive"), "tar refused");
+    rs_inspection_free(&in);
+
+    inspect("select 1;\nselect\0;", 18, 0, &in);
+    CHECK(in.fatal && !strcmp(in.code, "binary") && strstr(in.message, "offset 16"), "NUL refused with offset");
+    rs_inspection_free(&in);
+
+    /* a NUL after the first block is found too, with its offset in the whole stream */
+    size_t big = 300000;
+    char *b = malloc(big);
+    memset(b, ' ', big);
+    b[big - 10] = 0;
+    inspect(b, big, 0, &in);
+    CHECK(in.fatal && strstr(in.message, "offset 299990"), "a late NUL is refused with its offset");
+    rs_inspection_free(&in);
+    free(b);
+
+    inspect("", 0, 0, &in);
+    CHECK(in.fatal && !strcmp(in.code, "empty"), "empty input refused");
+    rs_inspection_free(&in);
+    return tap_done();
+}
