@@ -22,6 +22,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# kubectl: the machine image ships one (pkgs.k8s.io); Debian's kubernetes-client is the fallback
+if ! command -v kubectl >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get install -y -qq kubernetes-client >/tmp/pgr-apt.log 2>&1 || { tail -n 30 /tmp/pgr-apt.log; exit 1; }
+  else
+    echo "deps: kubectl is missing; run as root: apt-get install -y kubernetes-client" >&2; exit 1
+  fi
+fi
 # npm packages of test servers (a package.json beside them), installed from the lock file
 for pj in tests/*/package.json; do
   [ -f "$pj" ] || continue
