@@ -1,0 +1,414 @@
+-- Specs of pgr.s3.core and pgr.s3 against a real S3 server (Ceph RADOS Gateway on loopback):
+-- SigV4 accepted and a wrong secret refused, pagination, odd keys, S3 errors, downloads that
+-- survive cut connections, backups pairing, and a restore streamed from S3 equal to one from a file.
+local core = require "pgr.s3.core"
+local s3 = require "pgr.s3"
+local sys = require "pgr.sys"
+local s3server = require "support.s3server"
+
+local BUCKET = "postgres-backup"
+
+local function readfile(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function writefile(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- Deterministic pseudo-random bytes (no two 64 KiB blocks alike, so a misplaced resume shows).
+local function blob(n, seed)
+  local parts, x = {}, seed or 7
+  local chunk = {}
+  for i = 1, n do
+    x = (x * 1103515245 + 12345) % 2147483648
+    chunk[#chunk + 1] = string.char((x >> 16) & 255)
+    if #chunk == 4096 or i == n then
+      parts[#parts + 1] = table.concat(chunk)
+      chunk = {}
+    end
+  end
+  return table.concat(parts)
+end
+
+local function md5_of_file(path)
+  local p = assert(io.popen("md5sum " .. path))
+  local out = p:read("a")
+  p:close()
+  return out:match("^(%x+)")
+end
+
+describe("pgr.s3 against radosgw", function()
+  local srv, c, tmpdir
+  setup(function()
+    srv = s3server.start()
+    c = assert(core.client { endpoint = srv.endpoint, access_key = srv.access_key,
+                             secret_key = srv.secret_key, region = srv.region })
+    assert(c:create_bucket(BUCKET))
+    tmpdir = os.tmpname()
+    os.remove(tmpdir)
+    assert(sys.mkdir(tmpdir))
+  end)
+  teardown(function()
+    if c then c:close() end
+    if srv then srv.stop() end
+    if tmpdir then os.execute("rm -rf '" .. tmpdir .. "'") end
+  end)
+
+  local function client(over)
+    local o = { endpoint = srv.endpoint, access_key = srv.access_key, secret_key = srv.secret_key,
+                region = srv.region }
+    for k, v in pairs(over or {}) do o[k] = v end
+    return assert(core.client(o))
+  end
+
+  describe("signed requests", function()
+    it("stores and reads back an object whose key has colons, spaces and a plus", function()
+      local key = "odd keys/spire-postgres-2022-09-14T03:10:04 copy+1.psql"
+      assert(c:put(BUCKET, key, "select 1;\n"))
+      local h = assert(c:head(BUCKET, key))
+      assert.equals(10, h.size)
+      assert.equals(key, h.key)
+      assert.matches("^%x+$", h.etag)
+      local listed = assert(c:list(BUCKET, { prefix = "odd keys/" }))
+      assert.equals(1, #listed)
+      assert.equals(key, listed[1].key)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT", listed[1].last_modified)
+      local r = assert(c:open(BUCKET, key))
+      assert.equals("select 1;\n", r:read(100))
+      assert.is_nil(r:read(100))
+      assert.is_true(r.md5_checked)
+      r:close()
+      r:close() -- twice is fine
+    end)
+
+    it("refuses a wrong secret with SignatureDoesNotMatch, naming the source but not the secret", function()
+      local bad = client { secret_key = "not-the-secret-key", source = "environment (AWS_ACCESS_KEY_ID)" }
+      local list, err = bad:list(BUCKET)
+      assert.is_nil(list)
+      assert.equals("SignatureDoesNotMatch", err.code)
+      assert.equals(403, err.status)
+      assert.matches("environment %(AWS_ACCESS_KEY_ID%)", err.message)
+      assert.matches(srv.access_key, err.message, 1, true)
+      assert.is_nil(err.message:find("not-the-secret-key", 1, true))
+      local r, err2 = bad:open(BUCKET, "anything")
+      assert.is_nil(r)
+      assert.equals("SignatureDoesNotMatch", err2.code)
+      local ok, err3 = bad:put(BUCKET, "x", "y")
+      assert.is_nil(ok)
+      assert.equals("SignatureDoesNotMatch", err3.code)
+      bad:close()
+    end)
+
+    it("names an unknown access key", function()
+      local bad = client { access_key = "NOSUCHACCESSKEY" }
+      local _, err = bad:list(BUCKET)
+      assert.equals("InvalidAccessKeyId", err.code)
+      assert.matches("NOSUCHACCESSKEY", err.message)
+      bad:close()
+    end)
+
+    it("reports a missing key and a missing bucket with what to check", function()
+      local h, err = c:head(BUCKET, "spire-postgres-1999-01-01T00:00:00.psql")
+      assert.is_nil(h)
+      assert.equals("NoSuchKey", err.code)
+      assert.equals(404, err.status)
+      assert.matches("s3://postgres%-backup/spire%-postgres%-1999", err.message)
+      local r, err2 = c:open(BUCKET, "no/such key.psql")
+      assert.is_nil(r)
+      assert.equals("NoSuchKey", err2.code)
+      local res, err3 = c:get(BUCKET, "no/such key.psql", tmpdir .. "/never")
+      assert.is_nil(res)
+      assert.equals("NoSuchKey", err3.code)
+      assert.is_nil(io.open(tmpdir .. "/never"))
+      local l, err4 = c:list("no-such-bucket")
+      assert.is_nil(l)
+      assert.equals("NoSuchBucket", err4.code)
+      assert.matches("check the bucket name", err4.message)
+    end)
+
+    it("reports a refused connection as a transport error", function()
+      local dead = client { endpoint = "http://127.22.0.1:1", connect_timeout = 2 }
+      local l, err = dead:list(BUCKET)
+      assert.is_nil(l)
+      assert.equals("connect", err.code)
+      assert.matches("127.22.0.1:1", err.message, 1, true)
+      dead:close()
+    end)
+
+    it("raises on misuse", function()
+      assert.has_error(function() core.client { access_key = "a", secret_key = "b" } end)
+      assert.has_error(function() c:list() end)
+      local closed = client()
+      closed:close()
+      assert.has_error(function() closed:list(BUCKET) end)
+      local _, err = core.client { endpoint = "ftp://x", access_key = "a", secret_key = "b" }
+      assert.equals("usage", err.code)
+    end)
+  end)
+
+  describe("list", function()
+    it("follows continuation tokens past 1000 keys, in key order", function()
+      local n = 1003
+      for i = 1, n do
+        assert(c:put(BUCKET, ("many/k:%05d"):format(i), tostring(i)))
+      end
+      local list = assert(c:list(BUCKET, { prefix = "many/" }))
+      assert.equals(n, #list)
+      for i = 1, n do
+        assert.equals(("many/k:%05d"):format(i), list[i].key)
+        assert.equals(#tostring(i), list[i].size)
+      end
+      -- a prefix that matches nothing is an empty list, not an error
+      assert.same({}, assert(c:list(BUCKET, { prefix = "nothing-here/" })))
+    end)
+  end)
+
+  describe("downloads", function()
+    local KEY = "big/spire-postgres-2022-09-14T03:10:04.psql"
+    local data, size
+    setup(function()
+      size = 3 * 1024 * 1024 + 12345
+      data = blob(size, 11)
+      local src = tmpdir .. "/upload"
+      writefile(src, data)
+      assert(c:put_file(BUCKET, KEY, src))
+    end)
+
+    it("writes a file atomically (0600), with size and MD5 checked", function()
+      local path = tmpdir .. "/plain.psql"
+      local calls = 0
+      local res = assert(c:get(BUCKET, KEY, path, { progress = function(off, total)
+        calls = calls + 1
+        assert.equals(size, total)
+        assert.is_true(off <= total)
+      end }))
+      assert.equals(size, res.size)
+      assert.is_true(res.md5_checked)
+      assert.equals(0, res.resumes)
+      assert.is_true(calls > 0)
+      assert.equals(data, readfile(path))
+      assert.equals(tonumber("600", 8), sys.stat(path).mode & tonumber("777", 8))
+      local p = io.popen("ls -a " .. tmpdir)
+      local names = p:read("a")
+      p:close()
+      assert.is_nil(names:find(".part-", 1, true))
+    end)
+
+    it("a progress function returning false stops the download and leaves no file", function()
+      local path = tmpdir .. "/stopped.psql"
+      local res, err = c:get(BUCKET, KEY, path, { progress = function() return false end })
+      assert.is_nil(res)
+      assert.equals("aborted", err.code)
+      assert.is_nil(io.open(path))
+    end)
+
+    it("resumes a connection cut mid-object with Range; the bytes are identical", function()
+      local proxy = srv.cutting_proxy(1000 * 1000, 2)
+      local cut = client { endpoint = proxy.endpoint }
+      local path = tmpdir .. "/resumed.psql"
+      local res = assert(cut:get(BUCKET, KEY, path))
+      assert.equals(2, res.resumes)
+      assert.is_true(res.md5_checked)
+      assert.equals(size, res.size)
+      assert.equals(md5_of_file(tmpdir .. "/upload"), md5_of_file(path))
+      cut:close()
+      proxy.stop()
+    end)
+
+    it("a reader resumes too, and reports its progress fields", function()
+      local proxy = srv.cutting_proxy(700 * 1000, 1)
+      local cut = client { endpoint = proxy.endpoint }
+      local r = assert(cut:open(BUCKET, KEY))
+      assert.equals(size, r.size)
+      local parts = {}
+      while true do
+        local chunk, err = r:read(100000)
+        assert.is_nil(err)
+        if not chunk then break end
+        parts[#parts + 1] = chunk
+      end
+      assert.equals(1, r.resumes)
+      assert.equals(size, r.offset)
+      assert.is_true(r.md5_checked)
+      assert.is_true(table.concat(parts) == data)
+      r:close()
+      cut:close()
+      proxy.stop()
+    end)
+
+    it("gives up after the allowed resumes, with a transport error and no file", function()
+      local proxy = srv.cutting_proxy(500 * 1000, 3)
+      local cut = client { endpoint = proxy.endpoint }
+      local path = tmpdir .. "/gaveup.psql"
+      local res, err = cut:get(BUCKET, KEY, path, { resumes = 1 })
+      assert.is_nil(res)
+      assert.equals("transfer", err.code)
+      assert.matches("after 1 resume", err.message)
+      assert.is_nil(io.open(path))
+      cut:close()
+      proxy.stop()
+    end)
+
+    it("detects an object replaced between a cut and its resume", function()
+      local key = "big/replaced.psql"
+      local src = tmpdir .. "/upload2"
+      writefile(src, blob(2 * 1024 * 1024, 3))
+      assert(c:put_file(BUCKET, key, src))
+      local proxy = srv.cutting_proxy(400 * 1000, 1)
+      local cut = client { endpoint = proxy.endpoint }
+      local r = assert(cut:open(BUCKET, key))
+      -- read up to the cut, replace the object, then read on: the resume must refuse
+      local got = 0
+      while got < 300 * 1000 do got = got + #assert(r:read(50000)) end
+      assert(c:put(BUCKET, key, "something else entirely"))
+      local err
+      repeat
+        local chunk
+        chunk, err = r:read(50000)
+      until not chunk
+      assert.is_not_nil(err)
+      assert.equals("changed", err.code)
+      r:close()
+      cut:close()
+      proxy.stop()
+    end)
+  end)
+
+  describe("pgr.s3 (Lua)", function()
+    local function opts()
+      return { site = false, getenv = function(k)
+        return ({ AWS_ACCESS_KEY_ID = srv.access_key, AWS_SECRET_ACCESS_KEY = srv.secret_key,
+                  AWS_ENDPOINT_URL = srv.endpoint, HOME = "/nonexistent" })[k]
+      end }
+    end
+
+    it("lists backups of a service paired and newest first, flagging incomplete pairs", function()
+      for _, k in ipairs {
+        "keycloak-postgres-2022-09-13T03:10:04.psql", "keycloak-postgres-2022-09-13T03:10:04.manifest",
+        "keycloak-postgres-2022-09-15T03:10:04.psql", "keycloak-postgres-2022-09-15T03:10:04.manifest",
+        "keycloak-postgres-2022-09-16T03:10:04.psql",
+        "keycloak-postgres-2022-09-14T03:10:04.manifest",
+      } do assert(c:put(BUCKET, k, "x")) end
+      local list = assert(s3.backups("keycloak", opts()))
+      local names = {}
+      for i, b in ipairs(list) do names[i] = b.time .. (b.complete and "" or (" no " .. b.missing)) end
+      assert.same({ "2022-09-16T03:10:04 no manifest", "2022-09-15T03:10:04", "2022-09-14T03:10:04 no psql",
+                    "2022-09-13T03:10:04" }, names)
+      assert.equals("s3://postgres-backup/keycloak-postgres-2022-09-15T03:10:04.psql", list[2].url)
+      assert.equals("keycloak-postgres", list[2].cluster)
+    end)
+
+    it("pgr backups prints the table; a wrong secret exits 1 naming the credential source", function()
+      local env = ("AWS_ENDPOINT_URL=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s PGR_SITE=/dev/null HOME=/nonexistent")
+        :format(srv.endpoint, srv.access_key, srv.secret_key)
+      local p = io.popen(env .. " " .. os.getenv("PGR") .. " backups keycloak-postgres 2>&1; echo rc=$?")
+      local out = p:read("a")
+      p:close()
+      assert.matches("TIME%s+CLUSTER%s+SIZE%s+STATUS%s+NAME", out)
+      assert.matches("2022%-09%-16T03:10:04%s+keycloak%-postgres%s+1 B%s+no %.manifest", out)
+      assert.matches("rc=0", out)
+      local badenv = env:gsub("AWS_SECRET_ACCESS_KEY=%S+", "AWS_SECRET_ACCESS_KEY=wrong-one")
+      p = io.popen(badenv .. " " .. os.getenv("PGR") .. " backups spire 2>&1; echo rc=$?")
+      out = p:read("a")
+      p:close()
+      assert.matches("signature", out)
+      assert.matches("environment", out)
+      assert.is_nil(out:find("wrong-one", 1, true))
+      assert.matches("rc=1", out)
+    end)
+
+    it("opens an s3:// URL as a reader with its size", function()
+      assert(c:put(BUCKET, "spire-postgres-2022-09-14T03:10:04.psql", "hello\n"))
+      local r, size = assert(s3.reader("s3://postgres-backup/spire-postgres-2022-09-14T03:10:04.psql", opts()))
+      assert.equals(6, size)
+      assert.equals("hello\n", r:read(1000))
+      r:close()
+      local none, err = s3.reader("s3://postgres-backup/none", opts())
+      assert.is_nil(none)
+      assert.equals("NoSuchKey", err.code)
+      local bad, err2 = s3.reader("http://x/y", opts())
+      assert.is_nil(bad)
+      assert.equals("usage", err2.code)
+    end)
+  end)
+
+  describe("streamed restore", function()
+    local pg = require "pgr.pg"
+    local pgserver = require "support.pgserver"
+    local servers = {}
+    teardown(function()
+      for _, s in ipairs(servers) do s.stop() end
+    end)
+
+    local function checksum(srvx)
+      local conn = assert(pg.connect(srvx.params))
+      local rows = assert(conn:query([[select count(*)::text as n,
+        md5(string_agg(id::text || ':' || payload, ',' order by id)) as sum from app.items]]))
+      conn:close()
+      return rows[1].n .. " " .. rows[1].sum
+    end
+
+    it("from S3 (through a cut connection) equals a restore from the same file", function()
+      local origin = pgserver.start { addr = "127.22.1.1" }
+      servers[#servers + 1] = origin
+      local conn = assert(pg.connect(origin.params))
+      assert(conn:exec("create schema app"))
+      assert(conn:exec("create table app.items (id int primary key, payload text)"))
+      assert(conn:exec("insert into app.items select g, repeat(md5(g::text), 8) from generate_series(1, 20000) g"))
+      conn:close()
+      local dump = tmpdir .. "/cluster.psql"
+      local bin = io.popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1"):read("l")
+      assert.is_true(os.execute(("PGPASSWORD=%s %s/pg_dumpall -h %s -p %d -U postgres -f %s"):format(
+        origin.password, bin, origin.host, origin.port, dump)))
+      local key = "restore/spire-postgres-2022-09-14T03:10:04.psql"
+      assert(c:put_file(BUCKET, key, dump))
+
+      local from_file = pgserver.start { addr = "127.22.1.2" }
+      servers[#servers + 1] = from_file
+      local from_s3 = pgserver.start { addr = "127.22.1.3" }
+      servers[#servers + 1] = from_s3
+      local r1 = assert(pg.restore(from_file.params, dump))
+      local proxy = srv.cutting_proxy(1000 * 1000, 1)
+      local cut = client { endpoint = proxy.endpoint }
+      local reader = assert(cut:open(BUCKET, key))
+      local r2 = assert(pg.restore(from_s3.params, reader))
+      assert.equals(1, reader.resumes)
+      assert.is_true(reader.md5_checked)
+      reader:close()
+      cut:close()
+      proxy.stop()
+      assert.equals(r1.bytes, r2.bytes)
+      assert.equals(r1.statements, r2.statements)
+      assert.equals(r1.copy_rows, r2.copy_rows)
+      assert.equals(20000, r2.copy_rows)
+      assert.equals(checksum(origin), checksum(from_file))
+      assert.equals(checksum(from_file), checksum(from_s3))
+    end)
+
+    it("pgr restore s3://BUCKET/KEY streams from the configured S3", function()
+      local dst = pgserver.start { addr = "127.22.1.4" }
+      servers[#servers + 1] = dst
+      local env = ("AWS_ENDPOINT_URL=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s PGR_SITE=/dev/null HOME=/nonexistent")
+        :format(srv.endpoint, srv.access_key, srv.secret_key)
+      local cmd = ("%s %s restore --quiet --conn '%s' s3://%s/restore/spire-postgres-2022-09-14T03:10:04.psql 2>&1; echo rc=$?")
+        :format(env, os.getenv("PGR"), dst.conninfo, BUCKET)
+      local p = io.popen(cmd)
+      local out = p:read("a")
+      p:close()
+      assert.matches("rc=0", out)
+      assert.equals(checksum(servers[1]), checksum(dst))
+      p = io.popen(("%s %s restore --quiet --conn '%s' s3://%s/restore/missing.psql 2>&1; echo rc=$?")
+        :format(env, os.getenv("PGR"), dst.conninfo, BUCKET))
+      out = p:read("a")
+      p:close()
+      assert.matches("not found", out)
+      assert.matches("rc=3", out)
+    end)
+  end)
+end)
