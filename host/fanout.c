@@ -34,6 +34,11 @@ static int core_new(lua_State *L)
         return luaL_argerror(L, 1, "field 'fanout' must be between 1 and 100000");
     if (max_output < 0)
         return luaL_argerror(L, 1, "field 'max_output' must not be negative");
+    /* NaN or infinity would make every deadline comparison false: a stop that never escalates */
+    if (!(cfg.timeout >= 0 && cfg.timeout <= 1e9))
+        return luaL_argerror(L, 1, "field 'timeout' must be between 0 and 1e9 seconds");
+    if (!(cfg.kill_grace >= 0 && cfg.kill_grace <= 1e6))
+        return luaL_argerror(L, 1, "field 'kill_grace' must be between 0 and 1e6 seconds");
     cfg.fanout = (int)fanout;
     cfg.max_output = (size_t)max_output;
     run_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -106,6 +111,8 @@ static int run_step(lua_State *L)
 {
     run_ud *u = check_run(L);
     lua_Number wait = luaL_optnumber(L, 2, -1);
+    if (wait != wait)
+        return luaL_argerror(L, 2, "wait must be a number of seconds, not NaN");
     int ms = wait < 0 ? -1 : wait > 86400 ? 86400000 : (int)(wait * 1000.0);
     lua_settop(L, 2);
     lua_newtable(L);

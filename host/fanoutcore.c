@@ -415,6 +415,9 @@ long fo_step(fo_run *r, int wait_ms, fo_event_fn fn, void *ud)
     /* without a pidfd an exit wakes nobody: look again soon */
     if (polled_exit && (wait < 0 || wait > 0.02))
         wait = 0.02;
+    /* a far deadline must not overflow poll()'s int milliseconds; waking after a day is harmless */
+    if (wait > 86400)
+        wait = 86400;
     int ms = wait < 0 ? -1 : (int)(wait * 1000.0 + 0.999);
     int nready = poll(r->pfd, (nfds_t)np, ms);
     if (nready == -1) {

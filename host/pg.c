@@ -36,6 +36,7 @@ struct conn {
     PGconn *c;
     lua_State *L;   /* the state of the call in progress, for the notice receiver */
     int notice_ref; /* LUA_NOREF or a registry reference to the notice callback */
+    int in_notice;  /* the notice callback runs inside libpq: the connection must not be used */
 };
 
 /* ---------------------------------------------------------------- boxes: C memory owned by the stack */
@@ -62,6 +63,9 @@ static void box_release(struct box *b)
         break;
     case BOX_PARAMS:
         for (size_t i = 0; i < b->n; i++) {
+            /* a password must not outlive the connect call in freed heap memory */
+            if (b->val[i] && b->kw[i] && strstr(b->kw[i], "password"))
+                explicit_bzero((void *)b->val[i], strlen(b->val[i]));
             free((void *)b->kw[i]);
             free((void *)b->val[i]);
         }
@@ -116,8 +120,14 @@ static int box_add(struct box *b, const char *k, const char *v)
     if (!val)
         return -1;
     b->val = val;
-    b->kw[b->n] = strdup(k);
-    b->val[b->n] = v ? strdup(v) : NULL;
+    char *kc = strdup(k), *vc = v ? strdup(v) : NULL;
+    if (!kc || (v && !vc)) {
+        free(kc);
+        free(vc);
+        return -1;
+    }
+    b->kw[b->n] = kc;
+    b->val[b->n] = vc;
     b->n++;
     b->kw[b->n] = b->val[b->n] = NULL;
     return 0;
@@ -126,36 +136,9 @@ static int box_add(struct box *b, const char *k, const char *v)
 /* "password=secret" / "postgresql://u:secret@h": the message must not repeat the secret. */
 static void redact(lua_State *L, const char *conninfo, const char *msg)
 {
-    luaL_Buffer B;
-    luaL_buffinit(L, &B);
-    char secret[256] = "";
-    const char *p = strstr(conninfo, "password");
-    if (p) {
-        p += 8;
-        while (*p == ' ' || *p == '=')
-            p++;
-        size_t k = 0;
-        char q = *p == '\'' ? *p++ : 0;
-        while (*p && k + 1 < sizeof secret && (q ? *p != q : *p != ' '))
-            secret[k++] = *p++;
-        secret[k] = 0;
-    } else if ((p = strstr(conninfo, "://")) != NULL) {
-        const char *at = strchr(p, '@'), *colon = strchr(p + 3, ':');
-        if (at && colon && colon < at && (size_t)(at - colon - 1) < sizeof secret) {
-            memcpy(secret, colon + 1, (size_t)(at - colon - 1));
-            secret[at - colon - 1] = 0;
-        }
-    }
-    size_t sl = strlen(secret);
-    for (const char *m = msg; *m;) {
-        if (sl && strncmp(m, secret, sl) == 0) {
-            luaL_addstring(&B, "***");
-            m += sl;
-        } else {
-            luaL_addchar(&B, *m++);
-        }
-    }
-    luaL_pushresult(&B);
+    char out[1024];
+    rs_redact(conninfo, msg, out, sizeof out);
+    lua_pushstring(L, out);
 }
 
 /* Connection parameters from a conninfo string (key=value or URI; a bare word is a database name),
@@ -221,8 +204,10 @@ static struct box *params_from(lua_State *L, int idx)
         has_timeout |= !strcmp(b->kw[i], "connect_timeout");
     /* STYLE rule 5: no wait without a bound */
     if (!has_timeout)
-        box_add(b, "connect_timeout", "10");
-    box_add(b, "fallback_application_name", "pgr");
+        bad |= box_add(b, "connect_timeout", "10") < 0;
+    bad |= box_add(b, "fallback_application_name", "pgr") < 0;
+    if (bad)
+        luaL_error(L, "out of memory");
     return b;
 }
 
@@ -271,6 +256,8 @@ static struct conn *check_conn(lua_State *L, int idx)
     struct conn *c = luaL_checkudata(L, idx, CONN_MT);
     if (!c->c)
         luaL_argerror(L, idx, "the connection is closed");
+    if (c->in_notice)
+        luaL_error(L, "pgr.pg.conn: a notice callback cannot use its own connection (libpq is inside a call)");
     c->L = L;
     return c;
 }
@@ -313,8 +300,10 @@ static void notice_receiver(void *arg, const PGresult *res)
     lua_pushcfunction(L, notice_call);
     lua_pushlightuserdata(L, (void *)res);
     lua_pushlightuserdata(L, c);
+    c->in_notice++;
     if (lua_pcall(L, 2, 0, 0) != LUA_OK)
         lua_pop(L, 1);
+    c->in_notice--;
 }
 
 static int pg_connect(lua_State *L)
@@ -326,8 +315,10 @@ static int pg_connect(lua_State *L)
     c->c = NULL;
     c->L = L;
     c->notice_ref = LUA_NOREF;
+    c->in_notice = 0;
     luaL_setmetatable(L, CONN_MT);
     c->c = PQconnectdbParams(b->kw, b->val, 0);
+    box_release(b); /* the parameters (a password among them) are not needed any more */
     if (!c->c)
         return pgr_fail(L, "nomem", "out of memory");
     if (PQstatus(c->c) != CONNECTION_OK) {
@@ -350,6 +341,9 @@ static int pg_connect(lua_State *L)
 static int conn_close(lua_State *L)
 {
     struct conn *c = luaL_checkudata(L, 1, CONN_MT);
+    if (c->in_notice)
+        return luaL_error(L, "pgr.pg.conn: a notice callback cannot close its own connection (close it after "
+                             "the call returns)");
     if (c->c) {
         PQfinish(c->c);
         c->c = NULL;
@@ -412,6 +406,35 @@ static void push_value(lua_State *L, const PGresult *res, int row, int col)
     }
 }
 
+/* A COPY the caller started by mistake: end it (IN: refused, OUT: data read and dropped) and take
+ * every result left, so the connection is idle again. Without this a COPY TO STDOUT made
+ * PQgetResult answer PGRES_COPY_OUT forever. */
+static int is_copy(ExecStatusType st)
+{
+    return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
+}
+
+static void discard_copy(PGconn *c, ExecStatusType st)
+{
+    while (is_copy(st) && PQstatus(c) == CONNECTION_OK) {
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_BOTH)
+            PQputCopyEnd(c, "COPY is not supported by conn:exec and conn:query");
+        if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            char *row;
+            while (PQgetCopyData(c, &row, 0) > 0)
+                PQfreemem(row);
+        }
+        PGresult *res;
+        st = PGRES_COMMAND_OK;
+        while ((res = PQgetResult(c)) != NULL) {
+            st = PQresultStatus(res);
+            PQclear(res);
+            if (is_copy(st))
+                break; /* a later statement of the same string is a COPY too */
+        }
+    }
+}
+
 /* conn:query(sql, ...) -> rows, info. A NULL is nil (the key is absent); info.columns names them. */
 static int conn_query(lua_State *L)
 {
@@ -442,6 +465,12 @@ static int conn_query(lua_State *L)
     PGresult *res = PQexecParams(c->c, sql, n, NULL, vals, NULL, NULL, 0);
     b->p = res;
     ExecStatusType st = PQresultStatus(res);
+    if (is_copy(st)) {
+        PQclear(res);
+        b->p = NULL;
+        discard_copy(c->c, st);
+        return pgr_fail(L, "unsupported", "conn:query cannot run COPY ... STDIN/STDOUT (use pg.restore to load a dump)");
+    }
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && st != PGRES_EMPTY_QUERY) {
         lua_pushnil(L);
         push_result_error(L, c->c, res);
@@ -484,14 +513,11 @@ static int conn_exec(lua_State *L)
     b->p = res;
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && st != PGRES_EMPTY_QUERY) {
-        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+        if (is_copy(st)) {
             PQclear(res);
             b->p = NULL;
-            if (st == PGRES_COPY_IN)
-                PQputCopyEnd(c->c, "COPY is not supported by conn:exec");
-            while ((res = PQgetResult(c->c)) != NULL)
-                PQclear(res);
-            return pgr_fail(L, "unsupported", "conn:exec cannot run COPY (use pg.restore)");
+            discard_copy(c->c, st);
+            return pgr_fail(L, "unsupported", "conn:exec cannot run COPY ... STDIN/STDOUT (use pg.restore to load a dump)");
         }
         lua_pushnil(L);
         push_result_error(L, c->c, res);
@@ -903,14 +929,15 @@ static int pg_restore(lua_State *L)
     }
     struct rs_options o;
     memset(&o, 0, sizeof o);
-    o.jobs = (int)pgr_opt_integer(L, 3, "jobs", 1);
+    lua_Integer jobs = pgr_opt_integer(L, 3, "jobs", 1);
+    if (jobs < 1 || jobs > 64)
+        return luaL_argerror(L, 3, "field 'jobs' must be between 1 and 64");
+    o.jobs = (int)jobs;
     o.stop_on_error = pgr_opt_boolean(L, 3, "stop_on_error", 0);
     o.max_errors_listed = (int)pgr_opt_integer(L, 3, "max_errors_listed", 20);
     o.allow_truncated = pgr_opt_boolean(L, 3, "allow_truncated", 0);
     o.progress_interval = pgr_opt_number(L, 3, "progress_interval", 0.5);
     lua_Integer total = pgr_opt_integer(L, 3, "total", -1);
-    if (o.jobs < 1 || o.jobs > 64)
-        return luaL_argerror(L, 3, "field 'jobs' must be between 1 and 64");
 
     struct ctx x;
     memset(&x, 0, sizeof x);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -327,9 +328,11 @@ int rs_meta_args(const char *p, char **out, int max)
         char *w = malloc(cap);
         if (!w)
             break;
+        size_t unquoted = 0; /* bytes since the last quoted part: only those lose trailing ';' */
         while (*p && !isspace((unsigned char)*p)) {
             if (*p == '\'') {
                 p++;
+                unquoted = 0;
                 while (*p) {
                     if (*p == '\'' && p[1] == '\'') {
                         w[k++] = '\'';
@@ -337,6 +340,17 @@ int rs_meta_args(const char *p, char **out, int max)
                     } else if (*p == '\'') {
                         p++;
                         break;
+                    } else if (*p == '\\' && p[1] >= '0' && p[1] <= '7') {
+                        /* \ooo, one to three octal digits, as psql's slash lexer takes them */
+                        int v = 0, d = 0;
+                        for (p++; d < 3 && *p >= '0' && *p <= '7'; d++)
+                            v = v * 8 + (*p++ - '0');
+                        w[k++] = (char)v;
+                    } else if (*p == '\\' && p[1] == 'x' && isxdigit((unsigned char)p[2])) {
+                        int v = 0, d = 0;
+                        for (p += 2; d < 2 && isxdigit((unsigned char)*p); d++, p++)
+                            v = v * 16 + (isdigit((unsigned char)*p) ? *p - '0' : (tolower((unsigned char)*p) - 'a' + 10));
+                        w[k++] = (char)v;
                     } else if (*p == '\\' && p[1]) {
                         p++;
                         char c = *p++;
@@ -347,8 +361,9 @@ int rs_meta_args(const char *p, char **out, int max)
                     }
                 }
             } else if (*p == '"') {
-                /* psql keeps the quotes of a "..." word except where it is a whole argument */
+                /* psql's SQLIDHACK: the quotes go, "" inside them is one " */
                 p++;
+                unquoted = 0;
                 while (*p) {
                     if (*p == '"' && p[1] == '"') {
                         w[k++] = '"';
@@ -362,12 +377,153 @@ int rs_meta_args(const char *p, char **out, int max)
                 }
             } else {
                 w[k++] = *p++;
+                unquoted++;
             }
         }
+        /* psql strips unquoted trailing semicolons ("\connect db;" connects to db) */
+        while (unquoted-- > 0 && k > 0 && w[k - 1] == ';')
+            k--;
         w[k] = 0;
         out[n++] = w;
     }
     return n;
+}
+
+/* One secret of a conninfo string: [s, s+n). Adds it, and its unescaped / percent-decoded form. */
+struct secrets {
+    char *v[16];
+    int n;
+};
+
+static void secret_add(struct secrets *z, const char *s, size_t n, int how)
+{
+    if (n == 0 || z->n >= (int)(sizeof z->v / sizeof z->v[0]) - 1)
+        return;
+    char *raw = xstrndup(s, n);
+    if (!raw)
+        return;
+    z->v[z->n++] = raw;
+    char *dec = malloc(n + 1);
+    if (!dec)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (how == '\\' && s[i] == '\\' && i + 1 < n)
+            dec[k++] = s[++i];
+        else if (how == '%' && s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+                 isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = { s[i + 1], s[i + 2], 0 };
+            dec[k++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else
+            dec[k++] = s[i];
+    }
+    dec[k] = 0;
+    if (k && strcmp(dec, raw) != 0)
+        z->v[z->n++] = dec;
+    else
+        free(dec);
+}
+
+static int is_password_key(const char *s, size_t n)
+{
+    return (n == 8 && strncasecmp(s, "password", 8) == 0) || (n == 11 && strncasecmp(s, "sslpassword", 11) == 0);
+}
+
+static void find_secrets(const char *ci, struct secrets *z)
+{
+    size_t pre = !strncmp(ci, "postgresql://", 13) ? 13 : !strncmp(ci, "postgres://", 11) ? 11 : 0;
+    if (pre) {
+        const char *a = ci + pre;
+        size_t alen = strcspn(a, "/?");
+        const char *at = NULL;
+        for (size_t i = 0; i < alen; i++)
+            if (a[i] == '@')
+                at = a + i;
+        const char *colon = at ? memchr(a, ':', (size_t)(at - a)) : NULL;
+        if (colon)
+            secret_add(z, colon + 1, (size_t)(at - colon - 1), '%');
+        const char *q = strchr(a, '?');
+        while (q) {
+            q++;
+            size_t klen = strcspn(q, "=&");
+            if (q[klen] == '=' && is_password_key(q, klen)) {
+                const char *v = q + klen + 1;
+                secret_add(z, v, strcspn(v, "&"), '%');
+            }
+            q = strchr(q, '&');
+        }
+        return;
+    }
+    const char *p = ci;
+    while (*p) {
+        while (isspace((unsigned char)*p))
+            p++;
+        const char *k = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        size_t klen = (size_t)(p - k);
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p != '=') {
+            if (p == k && *p)
+                p++;
+            continue;
+        }
+        p++;
+        while (isspace((unsigned char)*p))
+            p++;
+        const char *v = p;
+        int quoted = *p == '\'';
+        if (quoted) {
+            v = ++p;
+            while (*p && *p != '\'') {
+                if (*p == '\\' && p[1])
+                    p++;
+                p++;
+            }
+        } else {
+            while (*p && !isspace((unsigned char)*p)) {
+                if (*p == '\\' && p[1])
+                    p++;
+                p++;
+            }
+        }
+        if (is_password_key(k, klen))
+            secret_add(z, v, (size_t)(p - v), '\\');
+        if (quoted && *p)
+            p++;
+    }
+}
+
+void rs_redact(const char *conninfo, const char *msg, char *out, size_t cap)
+{
+    if (!cap)
+        return;
+    struct secrets z = { .n = 0 };
+    if (conninfo)
+        find_secrets(conninfo, &z);
+    size_t o = 0;
+    for (const char *m = msg ? msg : ""; *m && o + 1 < cap;) {
+        size_t best = 0;
+        for (int i = 0; i < z.n; i++) {
+            size_t l = strlen(z.v[i]);
+            if (l > best && strncmp(m, z.v[i], l) == 0)
+                best = l;
+        }
+        if (best) {
+            for (const char *r = "***"; *r && o + 1 < cap; r++)
+                out[o++] = *r;
+            m += best;
+        } else {
+            out[o++] = *m++;
+        }
+    }
+    out[o] = 0;
+    for (int i = 0; i < z.n; i++) {
+        explicit_bzero(z.v[i], strlen(z.v[i]));
+        free(z.v[i]);
+    }
 }
 
 /* ---------------------------------------------------------------- connection parameters */
@@ -382,6 +538,8 @@ static void params_free(struct params *p)
 {
     free(p->kw);
     free(p->val);
+    for (size_t i = 0; i < p->nowned; i++) /* values may be passwords: none stays in freed memory */
+        explicit_bzero(p->owned[i], strlen(p->owned[i]));
     free_strs(p->owned, p->nowned);
     memset(p, 0, sizeof *p);
 }
@@ -828,6 +986,8 @@ static void progress(struct exec *x, int force)
     x->o->on_progress(x->o->ud, &p);
 }
 
+/* The statement as an error report shows it: its first line, at most 200 bytes, and a
+ * PASSWORD '...' literal (an md5 verifier logs in as well as the password) as '***'. */
 static char *first_line(const char *sql)
 {
     const char *e = strchr(sql, '\n');
@@ -836,7 +996,29 @@ static char *first_line(const char *sql)
         n = 200;
     while (n && (sql[n - 1] == '\r' || isspace((unsigned char)sql[n - 1])))
         n--;
-    return xstrndup(sql, n);
+    /* room for '***' replacing shorter literals: each needs "password''" (10 bytes) to grow by 3 */
+    char *d = malloc(n + n / 3 + 8);
+    if (!d)
+        return NULL;
+    memcpy(d, sql, n);
+    d[n] = 0;
+    for (char *p = d; p && (p = strcasestr(p, "password")) != NULL;) {
+        p += 8;
+        char *q = p;
+        while (isspace((unsigned char)*q))
+            q++;
+        int bs = *q == 'E' || *q == 'e'; /* E'...' also escapes with backslashes */
+        q += bs;
+        if (*q != '\'')
+            continue;
+        char *end = ++q;
+        while (*end && !(*end == '\'' && end[1] != '\''))
+            end += (*end == '\'' || (bs && *end == '\\' && end[1])) ? 2 : 1;
+        memmove(q + 3, end, strlen(end) + 1);
+        memcpy(q, "***", 3);
+        p = q + 3;
+    }
+    return d;
 }
 
 static void count_state(struct rs_result *r, const char *st)
@@ -1392,8 +1574,14 @@ static int do_connect(struct exec *x, const char *args, const struct script_pos 
             char *err = NULL;
             PQconninfoOption *opts = PQconninfoParse(w[i], &err);
             if (!opts) {
-                fatal(x, "connect", pos->line, pos->offset, "\\connect at line %ld: %s", pos->line,
-                      err ? err : "bad connection string");
+                /* libpq quotes a bad URI whole: never echo a password it holds */
+                char safe[512];
+                rs_redact(w[i], err ? err : "bad connection string", safe, sizeof safe);
+                size_t sl = strlen(safe);
+                while (sl && isspace((unsigned char)safe[sl - 1]))
+                    safe[--sl] = 0;
+                fatal(x, "connect", pos->line, pos->offset, "\\connect at line %ld: invalid connection string: %s "
+                      "(fix the \\connect line of the dump)", pos->line, safe);
                 PQfreemem(err);
                 ok = 0;
                 break;
@@ -1569,8 +1757,10 @@ void rs_restore(const struct rs_options *o, struct rs_source *src, struct rs_res
         return;
     }
     for (size_t i = 0; o->keywords && o->keywords[i]; i++)
-        if (o->values[i] && params_set(&x.params, o->keywords[i], o->values[i]) < 0)
+        if (o->values[i] && params_set(&x.params, o->keywords[i], o->values[i]) < 0) {
+            fatal(&x, "nomem", 0, 0, "out of memory");
             goto out;
+        }
     if (!params_get(&x.params, "fallback_application_name"))
         params_set(&x.params, "fallback_application_name", "pgr");
 

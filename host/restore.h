@@ -118,9 +118,14 @@ struct rs_inspection {
 void rs_inspect(struct rs_source *src, size_t first_row_max, struct rs_inspection *out);
 void rs_inspection_free(struct rs_inspection *in);
 
-/* psql's parsing of a meta-command's arguments: whitespace-separated, '...' (with \ escapes and
- * '') and "..." ("" for ") parts joined. Returns the number of words written to out (each malloc'd). */
+/* psql's parsing of a meta-command's arguments: whitespace-separated, '...' (with \n-style, octal
+ * and \xHH escapes and '') and "..." ("" for ") parts joined, unquoted trailing ';' dropped. Returns the number of words written to out (each malloc'd). */
 int rs_meta_args(const char *args, char **out, int max);
+
+/* msg with every secret conninfo holds (password=/sslpassword= values, a URI's user:password@ and
+ * ?password= parameters, raw and unescaped) replaced by "***", into out (always NUL-terminated,
+ * cut to cap). For echoing libpq's messages about a conninfo string the user gave. */
+void rs_redact(const char *conninfo, const char *msg, char *out, size_t cap);
 
 /* Source over a file descriptor (read(2)); ud is a pointer to the int fd. */
 long rs_fd_read(void *ud, char *buf, size_t cap, char *err, size_t errcap);

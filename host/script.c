@@ -42,6 +42,8 @@ struct script {
     /* lexer details */
     int bs_quote;   /* the current '...' takes backslash escapes (E'' or standard_conforming_strings off) */
     int esc;        /* the previous byte in such a string was a backslash */
+    int cont;       /* after a '...': 1 only blanks/comments since, 2 a newline too (a ' continues it) */
+    int cont_bs;    /* bs_quote of that string: its continuation takes the same escapes */
     int depth;      /* block comment nesting */
     char prev;      /* previous byte inside a block comment */
     char tag[TAG_MAX + 2];
@@ -146,6 +148,7 @@ static void reset_statement(struct script *s)
     s->wordlen = 0;
     s->ident_count = 0;
     memset(s->idents, 0, sizeof s->idents);
+    s->cont = 0;
 }
 
 static int word_is(const struct script *s, const char *kw)
@@ -281,6 +284,13 @@ static int lex(struct script *s, char c)
 again:
     switch (s->st) {
     case ST_NORMAL:
+        if (s->cont) {
+            /* psql's quotecontinue: horizontal blanks and -- comments, a newline, any blanks */
+            if (c == '\n' || c == '\r')
+                s->cont = 2;
+            else if (!(c == ' ' || c == '\t' || c == '\f' || c == '-' || (c == '\'' && s->cont == 2)))
+                s->cont = 0;
+        }
         if (is_word_char(u) && !(c == '$' && !s->in_word)) {
             if (!s->in_word) {
                 s->in_word = 1;
@@ -294,8 +304,10 @@ again:
             return append(s, c);
         }
         if (c == '\'') {
-            s->bs_quote = !s->std_strings ||
-                          (s->in_word && s->wordlen == 1 && (s->word[0] == 'e' || s->word[0] == 'E'));
+            s->bs_quote = s->cont == 2 ? s->cont_bs
+                                       : !s->std_strings || (s->in_word && s->wordlen == 1 &&
+                                                             (s->word[0] == 'e' || s->word[0] == 'E'));
+            s->cont = 0;
             end_word(s);
             s->esc = 0;
             s->st = ST_SQUOTE;
@@ -376,13 +388,17 @@ again:
         }
         s->st = ST_NORMAL;
         s->nonblank = 1;
+        s->cont = 0; /* an operator, not a comment */
         if (append(s, '-') < 0)
             return -1;
         goto again;
 
     case ST_LINE_COMMENT:
-        if (c == '\n')
+        if (c == '\n') {
             s->st = ST_NORMAL;
+            if (s->cont)
+                s->cont = 2;
+        }
         /* comments before a statement are dropped; inside one they stay (the server ignores them) */
         return s->len ? append(s, c) : 0;
 
@@ -415,6 +431,8 @@ again:
             return append(s, c);
         }
         s->st = ST_NORMAL;
+        s->cont = 1;
+        s->cont_bs = s->bs_quote;
         goto again;
 
     case ST_DQUOTE:

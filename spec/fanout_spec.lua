@@ -101,6 +101,22 @@ describe("pgr.fanout.core handles", function()
     assert.matches("closed", tostring(r))
   end)
 
+  it("refuses times that are not finite and steps with a deadline far away", function()
+    for _, bad in ipairs { { timeout = 0 / 0 }, { kill_grace = 0 / 0 }, { timeout = -1 }, { kill_grace = math.huge } } do
+      assert.has_error(function() core.new(bad) end)
+    end
+    local r <close> = core.new({ timeout = 1e8 })
+    assert.has_error(function() r:step(0 / 0) end)
+    r:add({ "true" })
+    local left = 1
+    for _ = 1, 500 do
+      left = r:step() -- no wait bound: the far deadline alone decides poll()'s timeout
+      if left == 0 then break end
+    end
+    assert.equals(0, left)
+    assert.equals(0, r:result(1).exit)
+  end)
+
   it("kills and reaps every child's process group when closed early", function()
     local pids
     do

@@ -142,6 +142,28 @@ describe("pgr.pg", function()
       assert.equals("careful", got[2].message)
     end)
 
+    it("refuses COPY TO STDOUT and FROM STDIN and leaves the connection usable", function()
+      for _, f in ipairs { "exec", "query" } do
+        for _, sql in ipairs { "copy (select 1) to stdout", "copy (select 1) to stdout; select 2",
+                               "create temp table if not exists ci (a int); copy ci from stdin" } do
+          local r, err = conn[f](conn, sql)
+          assert.is_nil(r)
+          assert.is_truthy(err.code == "unsupported" or err.code == "sql", f .. ": " .. tostring(err))
+          assert.equals(1, conn:query("select 1 as one")[1].one)
+        end
+      end
+    end)
+
+    it("refuses to close a connection from its own notice callback", function()
+      local c = assert(pg.connect(srv.params))
+      local closeerr
+      c:on_notice(function() closeerr = select(2, pcall(c.close, c)) end)
+      assert.equals("DO", c:exec("do $$ begin raise notice 'x'; end $$"))
+      assert.matches("notice callback", tostring(closeerr))
+      assert.equals(1, c:query("select 1 as one")[1].one)
+      c:close()
+    end)
+
     it("survives a notice callback that raises", function()
       conn:on_notice(function() error("boom") end)
       assert.equals("DO", conn:exec("do $$ begin raise notice 'x'; end $$"))
@@ -254,6 +276,27 @@ describe("pgr.pg", function()
       os.remove(path)
       assert.is_true(r.ok)
       assert.equals(2, r.errors.count)
+    end)
+
+    it("lists a failed statement without its password verifier", function()
+      local path = tmpfile("ALTER ROLE pgr_no_such_role WITH LOGIN PASSWORD 'md5deadbeefdeadbeefdeadbeefdeadbeef';\n" ..
+        "ALTER ROLE pgr_no_such_role PASSWORD E'se''cr\\\\e\\'t' VALID UNTIL 'infinity';\n" ..
+        "--\n-- PostgreSQL database cluster dump complete\n--\n")
+      local r = assert(pg.restore(srv.params, path))
+      os.remove(path)
+      assert.equals(2, #r.errors.first)
+      assert.equals("ALTER ROLE pgr_no_such_role WITH LOGIN PASSWORD '***';", r.errors.first[1].statement)
+      assert.equals("ALTER ROLE pgr_no_such_role PASSWORD E'***' VALID UNTIL 'infinity';", r.errors.first[2].statement)
+    end)
+
+    it("names the \\connect line of a bad conninfo without echoing its password", function()
+      local path = tmpfile("\\connect postgresql://u:Hush-42@[::1/db\n")
+      local r, err = pg.restore(srv.params, path, { allow_truncated = true })
+      os.remove(path)
+      assert.is_nil(r)
+      assert.equals("connect", err.code)
+      assert.matches("line 1", err.message)
+      assert.is_nil(err.message:find("Hush-42", 1, true))
     end)
 
     it("keeps room in the error list for unexpected errors", function()

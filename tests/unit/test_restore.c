@@ -59,6 +59,30 @@ int main(void)
     for (int i = 0; i < n; i++)
         free(w[i]);
 
+    /* psql's slash lexer: octal and hex escapes in '...', unquoted trailing semicolons dropped */
+    n = rs_meta_args("'a\\101\\x42c' db; 'x;' \"y\";", w, 8);
+    CHECK_INT(n, 4, "four arguments with escapes and semicolons");
+    CHECK_STR(n > 0 ? w[0] : "", "aABc", "\\101 and \\x42 decode");
+    CHECK_STR(n > 1 ? w[1] : "", "db", "\\connect db; connects to db");
+    CHECK_STR(n > 2 ? w[2] : "", "x;", "a quoted semicolon stays");
+    CHECK_STR(n > 3 ? w[3] : "", "y", "only the unquoted trailing semicolon goes");
+    for (int i = 0; i < n; i++)
+        free(w[i]);
+
+    /* secrets of a conninfo never come back in a message about it */
+    char out[512];
+    rs_redact("postgresql://u:s3cret@[::1/db?application_name=password",
+              "bad URI: \"postgresql://u:s3cret@[::1/db?application_name=password\"", out, sizeof out);
+    CHECK(strstr(out, "s3cret") == NULL, "URI password redacted when \"password\" is also a value");
+    CHECK(strstr(out, "u:***@") != NULL, "the rest of the URI stays");
+    rs_redact("postgresql://u:p%41ss@h/db?sslpassword=k3y&password=0ther", "p%41ss pAss k3y 0ther", out, sizeof out);
+    CHECK_STR(out, "*** *** *** ***", "raw, decoded and query-parameter passwords");
+    rs_redact("user=password_admin password = 'se\\'cr et' sslpassword=k3y", "se\\'cr et se'cr et k3y admin",
+              out, sizeof out);
+    CHECK_STR(out, "*** *** *** admin", "key/value passwords, quoted and escaped");
+    rs_redact("host=x", "nothing secret", out, 8);
+    CHECK_STR(out, "nothing", "cut to the buffer");
+
     struct rs_inspection in;
     for (size_t step = 0; step <= 3; step += 3) {
         inspect(DUMP, sizeof DUMP - 1, step, &in);

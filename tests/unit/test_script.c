@@ -116,6 +116,11 @@ int main(void)
           "SET standard_conforming_strings = off;\nselect 'a\\';b';\nSET standard_conforming_strings TO 'on';\nselect 'c\\';d';",
           "S1:SET standard_conforming_strings = off;|S2:select 'a\\';b';|"
           "S3:SET standard_conforming_strings TO 'on';|S4:select 'c\\';|S4:d';|");
+    /* psql's quotecontinue: '...' after whitespace holding a newline continues the string, escapes and all */
+    case_("an E'' string continued on the next line keeps its escapes", "select E'a'\n'\\';b';select 2;",
+          "S1:select E'a'\n'\\';b';|S2:select 2;|");
+    case_("continued after a -- comment", "select E'a' -- c\n  '\\';b';", "S1:select E'a' -- c\n  '\\';b';|");
+    case_("no newline, no continuation", "select E'a' '\\';select 2;", "S1:select E'a' '\\';|S1:select 2;|");
     case_("word ending in e is no E string", "select 1 from te'x;y';", "S1:select 1 from te'x;y';|");
     case_("quoted identifiers", "select 1 as \"x;\"\"y\";", "S1:select 1 as \"x;\"\"y\";|");
     case_("dollar quotes with tags",
