@@ -22,7 +22,7 @@
 --   ui.step_failed(n, total, name, seconds, err)
 --   ui.step_skipped(n, total, name, reason)
 --   ui.json(event)                   one JSON line on stdout when json mode is on, else nothing
---   ui.encode_json(v)                pgr.json's encode when present, a small encoder otherwise
+--   ui.encode_json(v)                pgr.json's encode (keys sorted: stable lines)
 --   ui.bytes(n), ui.duration(seconds), ui.rate(n, seconds, unit)   formatting helpers
 local sys = require "pgr.sys"
 
@@ -168,53 +168,10 @@ end
 
 -- JSON -------------------------------------------------------------------------------------------
 
-local ok_json, pgr_json = pcall(require, "pgr.json")
-if not ok_json then pgr_json = nil end
-
--- Used only until pgr.json is part of the binary: strings, numbers, booleans, nested tables
--- (arrays when keys are 1..n), sorted keys like pgr.json.
-local function fallback_encode(v)
-  local t = type(v)
-  if t == "nil" then return "null"
-  elseif t == "boolean" then return tostring(v)
-  elseif t == "number" then
-    if math.type(v) == "integer" then return ("%d"):format(v) end
-    if v ~= v or v == math.huge or v == -math.huge then return "null" end
-    return ("%.17g"):format(v)
-  elseif t == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c)
-      local named = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-      return named[c] or ("\\u%04x"):format(c:byte())
-    end) .. '"'
-  elseif t == "table" then
-    local n = #v
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    if n > 0 and #keys == n then
-      local parts = {}
-      for i = 1, n do parts[i] = fallback_encode(v[i]) end
-      return "[" .. table.concat(parts, ",") .. "]"
-    end
-    for i, k in ipairs(keys) do keys[i] = tostring(k) end
-    table.sort(keys)
-    local parts = {}
-    for _, k in ipairs(keys) do
-      local val = v[k]
-      if val == nil then val = v[tonumber(k)] end
-      parts[#parts + 1] = fallback_encode(k) .. ":" .. fallback_encode(val)
-    end
-    return "{" .. table.concat(parts, ",") .. "}"
-  end
-  return fallback_encode(tostring(v))
-end
+local json = require "pgr.json"
 
 function M.encode_json(v)
-  if pgr_json then
-    local s, err = pgr_json.encode(v)
-    if s then return s end
-    return nil, err
-  end
-  return fallback_encode(v)
+  return json.encode(v)
 end
 
 function M.json(event)

@@ -1,0 +1,104 @@
+-- pgr run FILE: runs a procedure — preflight checks, one confirmation, the steps with a journal
+-- under the state directory — and resumes an interrupted run with --resume.
+local cli = require "pgr.cli"
+local ui = require "pgr.ui"
+local runbook = require "pgr.runbook"
+local site = require "pgr.site"
+
+local M = {
+  summary = "run a restore procedure (dry run, confirmation, journal, --resume)",
+  usage = "Usage: pgr run FILE [--backup NAME | --dump PATH [--manifest PATH]] [--dry-run] [--yes] [--resume]",
+  help = [[
+FILE is a procedure: a path such as services/spire.lua, or a service name (spire, keycloak, vcs,
+hsm, sls). `pgr plan FILE` lists its steps without contacting anything.
+
+What is restored:
+  (no source option)   the newest complete backup of the service in the site's S3 bucket
+  --backup NAME        that backup in S3 (spire-postgres-2022-09-14T03:10:04, with or without .psql)
+  --dump PATH          a local pg_dumpall file; --manifest PATH adds its secrets manifest. Without a
+                       manifest the passwords in PostgreSQL are set to those of the current secrets.
+
+How it runs:
+  1. Checks first (the backup is complete, the manifest fits the cluster, the API allows every
+     verb, the objects exist). A failed check exits 3: nothing was changed.
+  2. Before the first destructive step pgr asks once on the terminal; --yes answers for you.
+     Without a terminal and without --yes it refuses to start (exit 2).
+  3. Every step is journaled (started, done, failed, with times) in a run directory under the
+     state directory, with what was saved before destruction (files mode 0600) and a log.
+     Passwords never appear in the output, the journal or the log.
+  4. If a step fails or pgr is interrupted, fix the cause and run the same command with
+     --resume: it continues at the first step not done, with what earlier steps recorded.
+     Only one run per cluster at a time (a lock); a lock left by a killed run is reported.
+
+--dry-run runs every read and check and prints each change it would make, without making it
+(no journal, no lock, no confirmation).
+
+State directory: --state-dir, else $PGR_STATE_DIR, else the site's state_dir, else
+$XDG_STATE_HOME/pgr, else ~/.local/state/pgr. Site file: --site, else $PGR_SITE, else
+/etc/pgr/site.lua (see etc/site.example.lua).
+
+Examples:
+  pgr run services/spire.lua --dry-run
+  pgr run spire --yes
+  pgr run services/vcs.lua --dump vcs.psql --manifest vcs.manifest
+  pgr run services/vcs.lua --resume --yes
+
+Exit codes: 0 done; 1 a step failed (resumable: the exact --resume command is printed);
+2 bad usage, or consent missing, or an unfinished run exists (--resume or --new); 3 a check
+failed before anything changed, or another run holds the cluster's lock; 130 interrupted
+(resumable).]],
+  flags = {
+    { name = "backup", value = "NAME", help = "restore this backup from S3 (default: the newest)" },
+    { name = "dump", value = "PATH", help = "restore this local pg_dumpall file instead of S3" },
+    { name = "manifest", value = "PATH", help = "with --dump: the secrets manifest to re-apply" },
+    { name = "dry-run", short = "n", help = "run the reads and checks, print the changes, change nothing" },
+    { name = "yes", short = "y", help = "do not ask before the destructive steps" },
+    { name = "resume", help = "continue the newest unfinished run of this procedure" },
+    { name = "new", help = "start a new run; an unfinished one is closed as abandoned" },
+    { name = "json", help = "machine-readable events on stdout, one JSON object per line" },
+    { name = "quiet", short = "q", help = "no progress bars or status lines" },
+    { name = "state-dir", value = "DIR", help = "where runs are journaled" },
+    { name = "site", value = "FILE", help = "the site file (default $PGR_SITE or /etc/pgr/site.lua)" },
+  },
+}
+
+local function usage_error(msg)
+  cli.eprint("pgr run: ", msg)
+  cli.eprint(M.usage)
+  return cli.EXIT.usage
+end
+
+function M.run(argv)
+  local opts, pos = cli.parse("run", M, argv)
+  if not opts then return cli.EXIT.usage end
+  if #pos ~= 1 then return usage_error("needs exactly one procedure FILE") end
+  if opts.backup and opts.dump then return usage_error("--backup and --dump exclude each other") end
+  if opts.manifest and not opts.dump then
+    return usage_error("--manifest goes with --dump (an S3 backup brings its own manifest)")
+  end
+  if opts.resume and opts.new then return usage_error("--resume and --new exclude each other") end
+  ui.configure({ json = opts.json or false, quiet = opts.quiet or false })
+
+  local path, err = runbook.locate(pos[1])
+  if not path then return usage_error(tostring(err)) end
+  local s
+  s, err = site.load(opts.site)
+  if not s then
+    cli.eprint("pgr run: ", tostring(err))
+    return cli.EXIT.usage
+  end
+  local proc
+  proc, err = runbook.load(path)
+  if not proc then
+    cli.eprint("pgr run: ", tostring(err))
+    return cli.EXIT.failed
+  end
+  return runbook.run(proc, {
+    dry_run = opts.dry_run, yes = opts.yes, resume = opts.resume, new = opts.new,
+    site = s, state_dir = opts.state_dir, file = pos[1],
+    state_dir_flag = opts.state_dir, site_flag = opts.site,
+    source = { backup = opts.backup, dump = opts.dump, manifest = opts.manifest },
+  })
+end
+
+return M

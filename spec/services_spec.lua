@@ -1,0 +1,128 @@
+-- Specs of pgr.restore and services/*.lua without a cluster: the five procedures (their steps, in the runbook's
+-- order, with the right ones destructive and the right ones checks) and the site-command runner.
+local runbook = require "pgr.runbook"
+local restore = require "pgr.restore"
+
+local function load(name)
+  return assert(runbook.load("services/" .. name .. ".lua"))
+end
+
+local function names(proc)
+  local t = {}
+  for i, s in ipairs(proc.steps) do t[i] = s.name end
+  return t
+end
+
+local function index_of(proc, pattern)
+  for i, s in ipairs(proc.steps) do
+    if s.name:find(pattern) then return i, s end
+  end
+end
+
+describe("pgr.restore procedures", function()
+  for _, svc in ipairs({ "spire", "keycloak", "vcs", "hsm", "sls" }) do
+    it(svc .. ": checks come first, and nothing destructive runs before them", function()
+      local p = load(svc)
+      local last_check, first_destructive = 0, math.huge
+      for i, s in ipairs(p.steps) do
+        if s.preflight then last_check = i end
+        if s.destructive and i < first_destructive then first_destructive = i end
+        assert.is_string(s.touches, s.name)
+      end
+      assert.is_true(last_check >= 4)
+      assert.is_true(last_check < first_destructive)
+      -- what is destroyed is saved before
+      local saved = index_of(p, "^Save the postgresql object and the current secrets")
+      assert.is_true(saved < first_destructive)
+    end)
+  end
+
+  it("spire: the runbook's order, then Spire's own steps", function()
+    local n = names(load("spire"))
+    assert.equals(19, #n)
+    assert.equals("Scale spire-server to 0 and wait until its pods are gone", n[7])
+    assert.equals("Delete the postgresql spire-postgres and wait until its pods are gone", n[8])
+    assert.equals("Create the postgresql spire-postgres with one instance and wait until it is Running", n[9])
+    assert.equals("Stream the dump into the master pod", n[10])
+    assert.equals("Update or re-create the spire-postgres secrets", n[11])
+    assert.equals("Restart the master pod and wait until it is ready", n[13])
+    assert.equals("Restart spire-agent on every NCN", n[17])
+    assert.equals("Verify a JWT can be fetched", n[19])
+  end)
+
+  it("sls: in place — the cluster is never deleted; databases dropped after the scale-down", function()
+    local p = load("sls")
+    assert.is_nil(index_of(p, "^Delete the postgresql"))
+    assert.is_nil(index_of(p, "^Create the postgresql"))
+    local scale = index_of(p, "^Scale cray%-sls to 0")
+    local drop, step = index_of(p, "drop the sls and service_db databases")
+    local stream = index_of(p, "^Stream the dump")
+    local grant = index_of(p, "^Grant connect")
+    assert.is_true(scale < drop and drop < stream and stream < grant)
+    assert.is_true(step.destructive)
+    assert.truthy(index_of(p, "^Restart the database pods"))
+  end)
+
+  it("hsm: loader job before the delete, Ethernet interfaces cleared after the dump, all pods restarted", function()
+    local p = load("hsm")
+    local job = index_of(p, "^Re%-run the cray%-smd%-init job")
+    local delete = index_of(p, "^Delete the postgresql cray%-smd%-postgres")
+    local stream = index_of(p, "^Stream the dump")
+    local eth = index_of(p, "^Delete the Ethernet interfaces")
+    local secrets = index_of(p, "^Update or re%-create")
+    assert.is_true(job < delete and stream < eth and eth < secrets)
+    local _, check = index_of(p, "schema version")
+    assert.is_true(check.preflight)
+    assert.truthy(index_of(p, "^Restart the database pods"))
+  end)
+
+  it("keycloak and vcs: their clients and own steps", function()
+    local k = load("keycloak")
+    assert.truthy(index_of(k, "^Re%-run the keycloak%-setup job"))
+    assert.truthy(index_of(k, "^Re%-run the keycloak%-users%-localize job"))
+    assert.truthy(index_of(k, "oauth2%-proxies"))
+    assert.equals("services/keycloak-postgres", k.cluster)
+    local v = load("vcs")
+    local _, pvc = index_of(v, "gitea%-vcs%-data%-claim")
+    assert.is_true(pvc.preflight)
+    assert.equals("services/gitea-vcs-postgres", v.cluster)
+  end)
+
+  it("names the credential secrets as the operator does", function()
+    assert.equals("service-account.spire-postgres.credentials",
+      restore.secret_name({ cluster = "spire-postgres" }, "service_account"))
+  end)
+end)
+
+describe("restore.command", function()
+  local logged
+  local ctx
+  before_each(function()
+    logged = {}
+    ctx = { dry_run = false, log = function(_, t) logged[#logged + 1] = t end,
+            write = function() return true end }
+  end)
+
+  it("runs an argv without a shell reading the words", function()
+    ctx.site = { commands = { spire_fix_storage = { "printf", "%s|", "a b", "it's", "$HOME", "`x`" } } }
+    local out, note = restore.command(ctx, "spire_fix_storage")
+    assert.equals("a b|it's|$HOME|`x`|", out)
+    assert.is_nil(note)
+  end)
+
+  it("reports a failing command with its exit status and output", function()
+    ctx.site = { commands = { spire_fix_storage = { "sh", "-c", "echo nope >&2; exit 4" } } }
+    local out, err = restore.command(ctx, "spire_fix_storage")
+    assert.is_nil(out)
+    assert.equals("command", err.code)
+    assert.equals(4, err.exit)
+    assert.matches("sh exited 4: nope", tostring(err))
+  end)
+
+  it("skips a command the site sets to false", function()
+    ctx.site = { commands = { spire_fix_storage = false } }
+    local out, note = restore.command(ctx, "spire_fix_storage")
+    assert.equals("", out)
+    assert.matches("^skipped", note)
+  end)
+end)
