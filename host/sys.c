@@ -83,6 +83,25 @@ static int sys_pid_alive(lua_State *L)
     return 1;
 }
 
+/* kill(pid, signal): signal is a number or a name ("TERM", "KILL", "INT", "HUP", "USR1") */
+static int sys_kill(lua_State *L)
+{
+    static const char *const names[] = { "TERM", "KILL", "INT", "HUP", "USR1", NULL };
+    static const int sigs[] = { SIGTERM, SIGKILL, SIGINT, SIGHUP, SIGUSR1 };
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    int sig = lua_type(L, 2) == LUA_TSTRING ? sigs[luaL_checkoption(L, 2, NULL, names)]
+                                            : (int)luaL_optinteger(L, 2, SIGTERM);
+    if (pid <= 0)
+        return luaL_argerror(L, 1, "a process id must be positive");
+    if (kill(pid, sig) == -1) {
+        int e = errno;
+        return pgr_fail(L, e == ESRCH ? "gone" : "io", "cannot signal process %d: %s", (int)pid,
+                        strerror(e));
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int errno_fail(lua_State *L, const char *what, const char *path)
 {
     int e = errno;
@@ -354,7 +373,7 @@ int luaopen_pgr_sys(lua_State *L)
     pgr_new_class(L, LOCK_MT, lock_methods, lock_meta);
     static const luaL_Reg fns[] = {
         { "isatty", sys_isatty }, { "now", sys_now }, { "time", sys_time }, { "sleep", sys_sleep },
-        { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive }, { "mkdir", sys_mkdir },
+        { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
         { "versions", sys_versions }, { NULL, NULL } };

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# tests/e2e/hsm.t — `pgr run services/hsm.lua` on the sandbox, with and without the manifest: the
+# loader job re-run, comp_eth_interfaces emptied, every database pod restarted, the site's checks run.
+. "$(dirname "$0")/lib.sh"
+E2E_NODES=0 e2e_up
+USERS="postgres service_account hmsdsuser standby"
+backup cray-smd-postgres
+# the Ethernet interfaces are deleted by the procedure (rediscovery fills them): compared apart
+export FP_EXCLUDE=--exclude-table-data=comp_eth_interfaces
+FP0=$(fingerprints cray-smd-postgres hmsds)
+job0=$(kubectl get job cray-smd-init -n services -o jsonpath='{.metadata.uid}')
+
+sql cray-smd-postgres hmsds "DELETE FROM components WHERE type = 'NodeBMC'; UPDATE rf_endpoints SET enabled = false" || bail "break"
+restore_and_check "hsm with the manifest" hsm cray-smd-postgres services deployment cray-smd 3 \
+  "$USERS" hmsds --dump "$DUMP" --manifest "$MANIFEST"
+is "comp_eth_interfaces is empty" "$(sql cray-smd-postgres hmsds "SELECT count(*) FROM comp_eth_interfaces")" 0
+[ "$(kubectl get job cray-smd-init -n services -o jsonpath='{.metadata.uid}')" != "$job0" ]; ok $? "cray-smd-init was re-run"
+grep -q "Restart the database pods and wait until they are ready" "$E2E/out"; ok $? "every database pod was restarted"
+is "the HSM verification ran" "$(cat "$E2E/hsm-verify" 2>/dev/null)" ready
+is "the rediscovery ran" "$(cat "$E2E/hsm-rediscover" 2>/dev/null)" rediscover
+
+sql cray-smd-postgres hmsds "DELETE FROM node_nid_mapping" || bail "break again"
+restore_and_check "hsm without a manifest" hsm cray-smd-postgres services deployment cray-smd 3 \
+  "$USERS" hmsds --dump "$DUMP"
+done_testing

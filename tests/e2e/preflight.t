@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# tests/e2e/preflight.t — every preflight failure stops `pgr run` with exit 3 before anything changes,
+# asserted on the simulator's objects: a truncated dump, a custom-format dump, a manifest of another
+# cluster, a denied verb, an HSM schema mismatch.
+. "$(dirname "$0")/lib.sh"
+E2E_NODES=0 e2e_up
+
+# What a restore would change first: the cluster object, its pods and secrets, the client's scale.
+snapshot() { # NS CLUSTER CLIENT_KIND CLIENT
+  kubectl get postgresql "$2" -n "$1" -o jsonpath='{.metadata.uid} {.metadata.resourceVersion} {.spec.numberOfInstances}'
+  echo
+  kubectl get pods -n "$1" -l "application=spilo,cluster-name=$2" -o jsonpath='{range .items[*]}{.metadata.uid} {end}'
+  echo
+  kubectl get secrets -n "$1" -l "cluster-name=$2" -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}'
+  echo
+  kubectl get "$3" "$4" -n "$1" -o jsonpath='{.spec.replicas} {.metadata.generation}'
+}
+# refused DESC PATTERN ARGS...: pgr run exits 3, says PATTERN, changes nothing, leaves nothing to resume
+refused() {
+  local desc=$1 pattern=$2 before after rc
+  shift 2
+  before=$(snapshot spire spire-postgres statefulset spire-server)
+  pgr_run "$@"
+  rc=$?
+  is "$desc: exit 3" "$rc" 3
+  if grep -qE "$pattern" "$E2E/out" && grep -q "preflight failed: nothing was changed" "$E2E/out"; then ok 0 "$desc: the message says why"
+  else ok 1 "$desc: the message says why"; show_out 10; fi
+  after=$(snapshot spire spire-postgres statefulset spire-server)
+  is "$desc: the cluster, its pods and secrets and spire-server are untouched" "$after" "$before"
+  is "$desc: the run is closed as preflight_failed" "$(tail -1 "$(newest_run)/journal.jsonl" | jq -r .status)" preflight_failed
+}
+
+backup spire-postgres
+head -c 60000 "$DUMP" > "$E2E/truncated.psql"
+refused "a truncated dump" "truncated: pg_dumpall's completion trailer is missing" \
+  services/spire.lua --dump "$E2E/truncated.psql" --manifest "$MANIFEST" --yes
+
+"$PGBIN/pg_dump" -Fc -h "$(socket_dir spire-postgres)" -U postgres spire > "$E2E/custom.dump" || bail "pg_dump -Fc"
+refused "a custom-format dump" "custom-format archive" \
+  services/spire.lua --dump "$E2E/custom.dump" --manifest "$MANIFEST" --yes
+
+out=$("$KS" backup "$SIM" keycloak-postgres "$BACKUP") || bail "keycloak backup"
+refused "the manifest of another service" "in namespace services, not spire" \
+  services/spire.lua --dump "$DUMP" --manifest "$(sed -n 2p <<<"$out")" --yes
+sed 's/spire-postgres/spire-postgres-old/' "$MANIFEST" > "$E2E/other.manifest"
+refused "the manifest of another cluster in the namespace" "does not hold the credentials of spire/spire-postgres" \
+  services/spire.lua --dump "$DUMP" --manifest "$E2E/other.manifest" --yes
+
+"$KS" admin "$SIM" '{"op":"deny","verb":"delete","resource":"postgresqls","namespace":"spire"}' >/dev/null
+refused "a denied verb (delete postgresqls)" "not allowed in namespace spire: delete postgresqls" \
+  services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
+"$KS" admin "$SIM" '{"op":"allow_all"}' >/dev/null
+
+# HSM: the deployed schema moved on after the backup was taken
+backup cray-smd-postgres
+sql cray-smd-postgres hmsds "UPDATE system SET schema_version = 22" || bail "schema bump"
+before=$(snapshot services cray-smd-postgres deployment cray-smd)
+jobs_before=$(kubectl get job cray-smd-init -n services -o jsonpath='{.metadata.uid}')
+pgr_run services/hsm.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
+is "an HSM schema mismatch: exit 3" "$?" 3
+grep -q "the backup's public.system.schema_version is 21 but the deployed service is at 22" "$E2E/out"
+ok $? "an HSM schema mismatch: the message names both versions"
+is "an HSM schema mismatch: cray-smd-postgres and cray-smd untouched" "$(snapshot services cray-smd-postgres deployment cray-smd)" "$before"
+is "an HSM schema mismatch: the cray-smd-init job was not re-run" "$(kubectl get job cray-smd-init -n services -o jsonpath='{.metadata.uid}')" "$jobs_before"
+sql cray-smd-postgres hmsds "UPDATE system SET schema_version = 21" || bail "schema back"
+pgr_run services/hsm.lua --dump "$DUMP" --manifest "$MANIFEST" --dry-run
+is "with the versions equal, the HSM dry run passes every check" "$?" 0
+[ "$?" = 0 ] || show_out 20
+done_testing

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# tests/e2e/spire_s3.t — Spire restored from the postgres-backup bucket of a real S3 server (radosgw):
+# the newest complete backup with its manifest, then a named backup that has no manifest.
+. "$(dirname "$0")/lib.sh"
+e2e_up
+e2e_s3_up
+USERS="postgres service_account spire standby"
+
+backup spire-postgres
+fp0=$(fingerprint spire-postgres spire)
+s3_upload "$DUMP" "$MANIFEST"
+# a newer dump without its manifest: not complete, so not the default choice
+name=$(basename "$DUMP" .psql)
+lonely=$BACKUP/spire-postgres-2099-01-01T00:00:00.psql
+cp "$DUMP" "$lonely"
+s3_upload "$lonely"
+
+sql spire-postgres spire "DELETE FROM selectors; DROP TABLE bundles" || bail "break spire"
+pgr_run spire --yes
+rc=$?
+is "pgr run spire (newest complete backup in S3) exits 0" "$rc" 0
+[ "$rc" = 0 ] || show_out 40
+grep -q "s3://postgres-backup/$name.psql" "$E2E/out"; ok $? "the newest complete backup was chosen ($name)"
+grep -q "4 secrets re-created from the manifest" "$E2E/out"; ok $? "the backup's manifest was applied"
+is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"
+is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
+is "spire-server replicas restored" "$(replicas statefulset spire-server spire)" 3
+
+sql spire-postgres spire "DELETE FROM selectors WHERE id > 300; DELETE FROM registered_entries WHERE id > 300" || bail "break spire again"
+pgr_run spire --backup spire-postgres-2099-01-01T00:00:00 --yes
+rc=$?
+is "pgr run spire --backup NAME (no manifest in S3) exits 0" "$rc" 0
+[ "$rc" = 0 ] || show_out 40
+grep -q "passwords set from the current secrets" "$E2E/out"; ok $? "without a manifest the passwords were set from the secrets"
+is "the spire database equals the backup again" "$(fingerprint spire-postgres spire)" "$fp0"
+is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
+
+pgr_run spire --backup spire-postgres-1999-01-01T00:00:00 --yes
+is "a backup that is not in S3 stops the run in preflight (exit 3)" "$?" 3
+grep -q "no backup named spire-postgres-1999-01-01T00:00:00" "$E2E/out"; ok $? "the message names the missing backup"
+done_testing
