@@ -2,14 +2,6 @@
 -- check, its loader job, the stale Ethernet interfaces removed, all database pods restarted.
 local restore = require "pgr.restore"
 
-local function site_command(name)
-  return function(ctx)
-    local out, note = restore.command(ctx, name)
-    if not out then return nil, note end
-    return note or "done"
-  end
-end
-
 return restore.procedure {
   service = "hsm", title = "Restore HSM (cray-smd) Postgres",
   namespace = "services", cluster = "cray-smd-postgres",
@@ -35,8 +27,8 @@ return restore.procedure {
         destructive = true, touches = "deletes: every row of hmsds.comp_eth_interfaces" },
     },
     after = {
-      { "Verify HSM is ready", site_command("hsm_verify"), touches = "runs: commands.hsm_verify" },
-      { "Rediscover the Redfish endpoints", site_command("hsm_rediscover"), touches = "runs: commands.hsm_rediscover" },
+      { "Verify HSM is ready", restore.site_step("hsm_verify"), touches = "runs: commands.hsm_verify" },
+      { "Rediscover the Redfish endpoints", restore.site_step("hsm_rediscover"), touches = "runs: commands.hsm_rediscover" },
     },
   },
 }

@@ -2,14 +2,6 @@
 -- then Spire's own steps: restart the agents and jwks, restart spire-agent on every NCN, fix, verify.
 local restore = require "pgr.restore"
 
-local function site_command(name)
-  return function(ctx)
-    local out, note = restore.command(ctx, name)
-    if not out then return nil, note end
-    return note or "done"
-  end
-end
-
 return restore.procedure {
   service = "spire", title = "Restore Postgres for Spire",
   namespace = "spire", cluster = "spire-postgres",
@@ -27,7 +19,7 @@ return restore.procedure {
         if not res then return nil, summary end
         return summary
       end, touches = "runs: commands.spire_restart_agent on the site's nodes (ssh)" },
-    { "Fix the Spire token on the storage nodes", site_command("spire_fix_storage"),
+    { "Fix the Spire token on the storage nodes", restore.site_step("spire_fix_storage"),
       touches = "runs: commands.spire_fix_storage" },
     { "Verify a JWT can be fetched",
       function(ctx)

@@ -365,6 +365,16 @@ function M.command(ctx, name)
   return body or ""
 end
 
+-- A step function running site command NAME on this machine; its note is the command's own
+-- ("skipped ..." when the site disables it) or "done". For a service's last steps.
+function M.site_step(name)
+  return function(ctx)
+    local out, note = M.command(ctx, name)
+    if not out then return nil, note end
+    return note or "done"
+  end
+end
+
 -- Returns result, summary ("3 ok") | true, "skipped ..." | nil, err.
 function M.on_nodes(ctx, name)
   local argv, err = site_mod.command(ctx.site, name)
