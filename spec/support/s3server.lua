@@ -12,16 +12,8 @@ local M = {}
 
 local ROOT = os.getenv("PGR_ROOT") or "."
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local shell = require "support.shell"
+local sh_quote, capture = shell.quote, shell.capture
 
 M.ADDR = "127.22.0.1"
 
