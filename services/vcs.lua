@@ -21,11 +21,6 @@ return restore.procedure {
         return phase or "present"
       end, touches = "reads: persistentvolumeclaim services/gitea-vcs-data-claim" },
   }, after = {
-    { "Verify VCS answers",
-      function(ctx)
-        local out, note = restore.command(ctx, "vcs_verify")
-        if not out then return nil, note end
-        return note or "done"
-      end, touches = "runs: commands.vcs_verify" },
+    { "Verify VCS answers", restore.site_step("vcs_verify"), touches = "runs: commands.vcs_verify" },
   } },
 }

@@ -119,6 +119,26 @@ describe("restore.command", function()
     assert.matches("sh exited 4: nope", tostring(err))
   end)
 
+  it("names a program that cannot be run and the site field to fix", function()
+    ctx.site = { commands = { spire_fix_storage = { "/nonexistent/fix-spire.sh" } } }
+    local out, err = restore.command(ctx, "spire_fix_storage")
+    assert.is_nil(out)
+    assert.matches("cannot run /nonexistent/fix-spire.sh (commands.spire_fix_storage in the site file)",
+      tostring(err), 1, true)
+  end)
+
+  it("kills a command that outlives its bound", function()
+    ctx.site = { commands = { spire_fix_storage = { "sleep", "30" } } }
+    local saved = restore.COMMAND_TIMEOUT
+    restore.COMMAND_TIMEOUT = 0.3
+    local t0 = require("pgr.sys").now()
+    local out, err = restore.command(ctx, "spire_fix_storage")
+    restore.COMMAND_TIMEOUT = saved
+    assert.is_nil(out)
+    assert.matches("did not finish within", tostring(err), 1, true)
+    assert.is_true(require("pgr.sys").now() - t0 < 10)
+  end)
+
   it("skips a command the site sets to false", function()
     ctx.site = { commands = { spire_fix_storage = false } }
     local out, note = restore.command(ctx, "spire_fix_storage")

@@ -24,6 +24,7 @@
 --   restore.restart_rollout(ctx, kind, name)     rollout restart + rollout status
 --   restore.restart_rollouts(ctx, {{kind, name}...})  all restarted first, then each waited for
 --   restore.command(ctx, name) -> output | nil, err   a site command (argv, no shell) on this machine
+--   restore.site_step(name) -> step function          the same, as a service's step
 --   restore.on_nodes(ctx, name) -> result | nil, err  a site command on every node of site.nodes
 --   restore.dump_copy_value(ctx, table, column) -> value | nil, err   from the backup's COPY block
 local errors = require "pgr.errors"
@@ -335,13 +336,12 @@ end
 
 -- Commands --------------------------------------------------------------------------------------------
 
-local function shell_word(w)
-  if w:match("^[%w%-%._/:=@%%+,]+$") then return w end
-  return "'" .. w:gsub("'", [['\'']]) .. "'"
-end
+-- How long a site command may run on this machine before it is killed (seconds).
+M.COMMAND_TIMEOUT = 600
 
--- Runs a site command on this machine (argv words quoted: nothing is interpreted but the words).
--- Returns output, note (note: "skipped ..." when the site disables the command) | nil, err.
+-- Runs a site command on this machine as an argv — spawned directly, no shell in between — with a
+-- bound on its time. Returns output, note (note: "skipped ..." when the site disables the command)
+-- | nil, err (err.output, err.exit).
 function M.command(ctx, name)
   local argv, err = site_mod.command(ctx.site, name)
   if err then return nil, err end
@@ -350,19 +350,28 @@ function M.command(ctx, name)
     ctx:write("run " .. table.concat(argv, " "))
     return "", "would run"
   end
-  local words = {}
-  for i, w in ipairs(argv) do words[i] = shell_word(w) end
+  local core, lerr = lazy("pgr.fanout.core")
+  if not core then return nil, lerr end
   ctx:log("run: " .. table.concat(argv, " "))
-  local p = io.popen(table.concat(words, " ") .. " 2>&1; echo \"<pgr-exit=$?>\"")
-  local out = p:read("a")
-  p:close()
-  local body, code = out:match("^(.*)<pgr%-exit=(%d+)>\n?$")
-  code = tonumber(code)
-  if code ~= 0 then
-    return nil, errors.new("command", ("%s exited %s: %s"):format(argv[1], tostring(code),
-      (body or out):gsub("%s+$", ""):sub(-400)), { output = body, exit = code })
+  local run <close> = core.new { fanout = 1, timeout = M.COMMAND_TIMEOUT }
+  run:add(argv)
+  while run:step(1) > 0 do end
+  local r = run:result(1)
+  local out = (r.stdout or "") .. (r.stderr or "")
+  if r.outcome == "spawn_failed" then
+    return nil, errors.new("command", ("cannot run %s (commands.%s in the site file): %s")
+      :format(argv[1], name, tostring(r.spawn_error)))
   end
-  return body or ""
+  if r.outcome == "timed_out" then
+    return nil, errors.new("command", ("%s (commands.%s) did not finish within %g s and was killed")
+      :format(argv[1], name, M.COMMAND_TIMEOUT), { output = out })
+  end
+  if r.exit ~= 0 then
+    local how = r.signal and ("was killed by signal " .. tostring(r.signal)) or ("exited " .. tostring(r.exit))
+    return nil, errors.new("command", ("%s %s: %s"):format(argv[1], how, out:gsub("%s+$", ""):sub(-400)),
+      { output = out, exit = r.exit })
+  end
+  return r.stdout or ""
 end
 
 -- A step function running site command NAME on this machine; its note is the command's own
