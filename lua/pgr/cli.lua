@@ -218,12 +218,18 @@ end
 function M.parse(name, cmd, argv)
   local opts, pos = require("pgr.args").parse(argv, cmd.flags or {})
   if not opts then
-    eprint(("pgr %s: %s"):format(name, pos))
-    eprint(cmd.usage or ("Usage: pgr " .. name))
-    eprint(("Run 'pgr %s --help' for more."):format(name))
+    M.usage_error(name, cmd, pos)
     return nil
   end
   return opts, pos
+end
+
+-- A command line a command cannot use: the reason, the usage, where to read more; EXIT.usage.
+function M.usage_error(name, cmd, msg)
+  eprint(("pgr %s: %s"):format(name, msg))
+  eprint(cmd.usage or ("Usage: pgr " .. name))
+  eprint(("Run 'pgr %s --help' for more."):format(name))
+  return M.EXIT.usage
 end
 
 return M

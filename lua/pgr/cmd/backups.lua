@@ -27,10 +27,7 @@ end
 function M.run(argv)
   local opts, pos = cli.parse("backups", M, argv)
   if not opts then return cli.EXIT.usage end
-  if #pos > 1 then
-    cli.eprint(M.usage)
-    return cli.EXIT.usage
-  end
+  if #pos > 1 then return cli.usage_error("backups", M, "takes at most one SERVICE or CLUSTER") end
   local s3 = require "pgr.s3"
   local list, err = s3.backups(pos[1], { bucket = opts.bucket, endpoint = opts.endpoint })
   if not list then

@@ -36,9 +36,7 @@ command with status 0, 1 otherwise, 130 when interrupted (every ssh child is sto
 }
 
 local function usage_error(msg)
-  cli.eprint("pgr fanout: ", msg)
-  cli.eprint(cmd.usage)
-  return cli.EXIT.usage
+  return cli.usage_error("fanout", cmd, msg)
 end
 
 local function number_flag(opts, key, name, integer)

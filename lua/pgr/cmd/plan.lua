@@ -28,11 +28,7 @@ Exit codes: 0 printed; 1 the file is not a procedure; 2 bad usage.]],
 function M.run(argv)
   local opts, pos = cli.parse("plan", M, argv)
   if not opts then return cli.EXIT.usage end
-  if #pos ~= 1 then
-    cli.eprint("pgr plan: needs exactly one procedure FILE")
-    cli.eprint(M.usage)
-    return cli.EXIT.usage
-  end
+  if #pos ~= 1 then return cli.usage_error("plan", M, "needs exactly one procedure FILE") end
   ui.configure({ json = opts.json or false })
   local path, err = runbook.locate(pos[1])
   if not path then cli.eprint("pgr plan: ", tostring(err)) return cli.EXIT.usage end

@@ -40,10 +40,7 @@ end
 function M.run(argv)
   local opts, pos = cli.parse("restore", M, argv)
   if not opts then return cli.EXIT.usage end
-  if #pos ~= 1 then
-    cli.eprint(M.usage)
-    return cli.EXIT.usage
-  end
+  if #pos ~= 1 then return cli.usage_error("restore", M, "needs exactly one SOURCE") end
   local jobs = tonumber(opts.jobs or "1")
   if not jobs or jobs < 1 or jobs > 64 or jobs % 1 ~= 0 then
     cli.eprint("pgr restore: --jobs must be a whole number from 1 to 64")

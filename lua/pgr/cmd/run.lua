@@ -63,9 +63,7 @@ failed before anything changed, or another run holds the cluster's lock; 130 int
 }
 
 local function usage_error(msg)
-  cli.eprint("pgr run: ", msg)
-  cli.eprint(M.usage)
-  return cli.EXIT.usage
+  return cli.usage_error("run", M, msg)
 end
 
 function M.run(argv)
