@@ -17,6 +17,11 @@ return {
     credentials = { secret = "services/postgres-backup-s3-credentials" },
   },
 
+  -- Connections that load the dump's tables side by side, then build their indexes side by side
+  -- (pgr run --jobs N wins). 1 is psql's way; 2-4 shortens the restore of a large dump when the
+  -- database pod has the CPUs for it. A gzip'd dump always loads over one connection.
+  restore_jobs = 1,
+
   -- Journals of every run (default $XDG_STATE_HOME/pgr or ~/.local/state/pgr; PGR_STATE_DIR wins).
   state_dir = "/var/lib/pgr",
 

@@ -880,6 +880,14 @@ static int open_source(lua_State *L, int idx, struct ctx *x, struct rs_source *s
             x->src_idx = lua_absindex(L, idx);
             src->read = lua_source_read;
             src->ud = x;
+            /* an object whose ranges C can fetch on its own (an S3 reader): --jobs works on it */
+            if (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, PGR_RANGE_METAFIELD) != LUA_TNIL) {
+                if (lua_islightuserdata(L, -1)) {
+                    src->range = lua_touserdata(L, -1);
+                    src->range_ud = lua_touserdata(L, idx);
+                }
+                lua_pop(L, 1);
+            }
             return 0;
         }
     }

@@ -645,7 +645,9 @@ struct pool {
     struct task *head, *tail, *done_head, *done_tail;
     int outstanding, shutdown, nthreads;
     pthread_t *th;
-    const char *path;
+    const char *path; /* pread from this file, or */
+    const struct pgr_range_source *range; /* fetch each block through this */
+    void *range_ud;
     /* changed by the main thread only while no task is outstanding */
     struct params params;
     int dbver;
@@ -732,13 +734,24 @@ static void run_task(struct pool *p, PGconn *c, int fd, struct task *t, char *bu
     }
     PQclear(res);
     long long off = t->start, sent = 0;
-    while (off < t->end) {
+    void *h = NULL;
+    if (!p->path && t->end > t->start) {
+        char e[512] = "";
+        if (!(h = p->range->open(p->range_ud, t->start, t->end, e, sizeof e))) {
+            char m[768];
+            snprintf(m, sizeof m, "reading the dump at offset %lld failed: %s", off, e);
+            PQputCopyEnd(c, m);
+            off = -1;
+        }
+    }
+    while (off >= 0 && off < t->end) {
         size_t want = (size_t)(t->end - off < CHUNK ? t->end - off : CHUNK);
-        ssize_t n = pread(fd, buf, want, off);
+        char e[512] = "";
+        ssize_t n = h ? (ssize_t)p->range->read(h, buf, want, e, sizeof e) : pread(fd, buf, want, off);
         if (n <= 0) {
-            char m[256];
+            char m[768];
             snprintf(m, sizeof m, "reading the dump at offset %lld failed: %s", off,
-                     n < 0 ? strerror(errno) : "unexpected end of file");
+                     h ? (n < 0 ? e : "unexpected end of the range") : n < 0 ? strerror(errno) : "unexpected end of file");
             PQputCopyEnd(c, m);
             break;
         }
@@ -749,6 +762,8 @@ static void run_task(struct pool *p, PGconn *c, int fd, struct task *t, char *bu
         sent += n;
         atomic_fetch_sub(&p->pending_bytes, n);
     }
+    if (h)
+        p->range->close(h);
     if (off >= t->end)
         PQputCopyEnd(c, NULL);
     atomic_fetch_sub(&p->pending_bytes, len - sent);
@@ -763,7 +778,7 @@ static void *worker(void *arg)
     PGconn *c = NULL;
     int dbver = -1;
     size_t applied = 0;
-    int fd = open(p->path, O_RDONLY | O_CLOEXEC);
+    int fd = p->path ? open(p->path, O_RDONLY | O_CLOEXEC) : -2; /* -2: ranges, no file */
     char *buf = malloc(CHUNK);
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -798,7 +813,7 @@ static void *worker(void *arg)
             dbver = t->dbver;
             applied = 0;
         }
-        if (!c || fd < 0 || !buf) {
+        if (!c || fd == -1 || !buf) {
             t->failed = t->lost = 1;
             t->message = xstrdup(!c ? err : "cannot open the dump for a parallel load");
             if (t->kind == TASK_COPY)
@@ -831,7 +846,7 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static struct pool *pool_new(int n, const char *path, const struct params *params)
+static struct pool *pool_new(int n, const struct rs_source *src, const struct params *params)
 {
     struct pool *p = calloc(1, sizeof *p);
     if (!p)
@@ -839,7 +854,9 @@ static struct pool *pool_new(int n, const char *path, const struct params *param
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv_task, NULL);
     pthread_cond_init(&p->cv_done, NULL);
-    p->path = path;
+    p->path = src->path;
+    p->range = src->range;
+    p->range_ud = src->range_ud;
     atomic_init(&p->pending_bytes, 0);
     if (params_copy(&p->params, params) < 0 || !(p->th = calloc((size_t)n, sizeof *p->th))) {
         params_free(&p->params);
@@ -940,6 +957,8 @@ struct exec {
     long long *copied_bytes; /* their data sizes */
     struct task *deferred, *deferred_tail; /* post-data statements waiting for their table's rows */
     struct task *batch, *batch_tail; /* COPY loads of a data section not yet handed to the pool */
+    int eager; /* a stream (S3): each load goes to the pool as soon as its end is read, since reading
+                * to the end of the data section takes as long as the loads themselves */
     int stop;
     double last_progress;
 };
@@ -1525,7 +1544,7 @@ static int on_copy_end(void *ud, const struct script_pos *pos, int terminated)
             x->batch = t;
         x->batch_tail = t;
         /* a long data section still starts loading early */
-        if (t->end - t->start > 0 && x->pool && atomic_load(&x->pool->pending_bytes) > (1LL << 30))
+        if (x->eager || (t->end - t->start > 0 && atomic_load(&x->pool->pending_bytes) > (1LL << 30)))
             flush_batch(x);
         collect(x, pool_take_done(x->pool, 0, &(int){ 0 }));
         return x->stop ? SCRIPT_STOP : SCRIPT_CONTINUE;
@@ -1787,8 +1806,9 @@ void rs_restore(const struct rs_options *o, struct rs_source *src, struct rs_res
     }
     x.dbname = xstrdup(PQdb(x.conn));
     push_str(&r->databases, &r->ndatabases, x.dbname ? x.dbname : "");
-    if (o->jobs > 1 && src->path && !x.rd.gzip) {
-        x.pool = pool_new(o->jobs, src->path, &x.params);
+    if (o->jobs > 1 && (src->path || src->range) && !x.rd.gzip) {
+        x.pool = pool_new(o->jobs, src, &x.params);
+        x.eager = !src->path;
         if (x.pool)
             r->jobs_used = x.pool->nthreads;
     }

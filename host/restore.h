@@ -5,12 +5,18 @@
 
 #include <stddef.h>
 
+#include "rangesrc.h"
+
 /* A byte source. read returns n > 0, 0 at the end, -1 on error (message written to err). */
 struct rs_source {
     long (*read)(void *ud, char *buf, size_t cap, char *err, size_t errcap);
     void *ud;
     /* a regular file the parallel loader may open and pread itself; NULL for streams */
     const char *path;
+    /* else a stream whose ranges can be fetched on their own (an S3 object): the parallel loader
+     * reads each COPY block through range while the main thread reads the stream; NULL if not */
+    const struct pgr_range_source *range;
+    void *range_ud;
 };
 
 /* An error the server (or the executor) reported for one statement. */

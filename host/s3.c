@@ -1,6 +1,7 @@
 /* s3.c — pgr.s3.core: the S3 client core (s3core.h) for Lua: client handles and object readers
  * (`reader:read(n)`, the byte source pg.restore pulls from). Conversion only; policy is in pgr.s3. */
 #include "lutil.h"
+#include "rangesrc.h"
 #include "s3core.h"
 
 #include <stdio.h>
@@ -371,6 +372,35 @@ static int reader_read(lua_State *L)
     return 1;
 }
 
+/* Ranges of an open reader's object for the restore engine's parallel loader (rangesrc.h). These run
+ * on the loader's threads: no Lua, only the reader's fixed fields. */
+static void *range_open(void *ud, long long start, long long end, char *err, size_t errcap)
+{
+    reader_box *rb = ud;
+    if (!rb->r) {
+        snprintf(err, errcap, "the S3 reader was closed");
+        return NULL;
+    }
+    pgr_s3_error e;
+    pgr_s3_reader *r = pgr_s3_open_range(rb->r, start, end, &e);
+    if (!r)
+        snprintf(err, errcap, "%s", e.message);
+    return r;
+}
+
+static long range_read(void *h, char *buf, size_t cap, char *err, size_t errcap)
+{
+    pgr_s3_error e;
+    long n = pgr_s3_read(h, buf, cap, &e);
+    if (n < 0)
+        snprintf(err, errcap, "%s", e.message);
+    return n;
+}
+
+static void range_close(void *h) { pgr_s3_reader_close(h); }
+
+static const struct pgr_range_source reader_ranges = { range_open, range_read, range_close };
+
 static int reader_close(lua_State *L)
 {
     reader_box *rb = check_reader(L);
@@ -441,6 +471,8 @@ int luaopen_pgr_s3_core(lua_State *L)
     luaL_getmetatable(L, READER_MT);
     lua_pushcfunction(L, reader_index);
     lua_setfield(L, -2, "__index");
+    lua_pushlightuserdata(L, (void *)&reader_ranges);
+    lua_setfield(L, -2, PGR_RANGE_METAFIELD);
     lua_pop(L, 1);
     static const luaL_Reg funcs[] = { { "client", s3_client }, { NULL, NULL } };
     luaL_newlib(L, funcs);

@@ -51,6 +51,7 @@ struct pgr_s3_reader {
     int finished, md5_checked;
     EVP_MD_CTX *md5;
     int external_md5; /* the download's writer thread hashes; finish() leaves the check to it */
+    int ranged;       /* bytes [offset at open, size) only: always asks for a Range */
 };
 
 static void s3err(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
@@ -611,8 +612,15 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
     *transient = 0;
     char range[64], quoted[140];
     const char *extra[5] = { NULL };
-    if (r->offset > 0) {
-        snprintf(range, sizeof range, "bytes=%lld-", r->offset);
+    if (r->ranged && r->offset >= r->size) {
+        s3err(err, "error", 0, "GET s3://%s/%s: empty range at byte %lld", r->bucket, r->key, r->offset);
+        return -1;
+    }
+    if (r->offset > 0 || r->ranged) {
+        if (r->ranged)
+            snprintf(range, sizeof range, "bytes=%lld-%lld", r->offset, r->size - 1);
+        else
+            snprintf(range, sizeof range, "bytes=%lld-", r->offset);
         extra[0] = "Range";
         extra[1] = range;
         if (r->etag[0]) {
@@ -652,7 +660,7 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
         *transient = st >= 500;
         return -1;
     }
-    if (r->offset == 0) {
+    if (r->offset == 0 && !r->ranged) {
         const char *cl = pgr_http_response_header(&r->resp, "Content-Length");
         const char *et = pgr_http_response_header(&r->resp, "ETag");
         r->size = cl ? strtoll(cl, NULL, 10) : -1;
@@ -688,6 +696,39 @@ pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int m
     r->max_resumes = max_resumes < 0 ? 0 : max_resumes;
     pgr_http_response_init(&r->resp);
     if (!(r->c = pgr_http_client_new(&s->http, &he))) {
+        from_http(err, &he);
+        pgr_s3_reader_close(r);
+        return NULL;
+    }
+    int transient;
+    if (reader_start(r, err, &transient) != 0) {
+        pgr_s3_reader_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, long long end, pgr_s3_error *err)
+{
+    pgr_s3_reader *r = calloc(1, sizeof *r);
+    pgr_http_error he;
+    if (!r || !(r->bucket = strdup(like->bucket)) || !(r->key = strdup(like->key))) {
+        s3err(err, "memory", 0, "out of memory opening s3://%s/%s", like->bucket, like->key);
+        pgr_s3_reader_close(r);
+        return NULL;
+    }
+    r->s = like->s;
+    r->max_resumes = like->max_resumes;
+    r->ranged = r->external_md5 = 1;
+    r->offset = start;
+    r->size = end;
+    snprintf(r->etag, sizeof r->etag, "%s", like->etag);
+    pgr_http_response_init(&r->resp);
+    if (end <= start) {
+        r->finished = 1; /* nothing to fetch */
+        return r;
+    }
+    if (!(r->c = pgr_http_client_new(&r->s->http, &he))) {
         from_http(err, &he);
         pgr_s3_reader_close(r);
         return NULL;

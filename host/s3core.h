@@ -58,6 +58,11 @@ int pgr_s3_delete(pgr_s3 *s, const char *bucket, const char *key, pgr_s3_error *
 /* Opens an object for pulled reading with its own connection. At most max_resumes Range requests
  * repair cut connections (0 = never resume). The reader must not outlive s. NULL on failure. */
 pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int max_resumes, pgr_s3_error *err);
+/* Bytes [start, end) of the object `like` reads, as a reader of their own: same object (If-Match on
+ * its ETag, so a replaced object fails instead of mixing), same resume count, no MD5 (a range has no
+ * checksum of its own; the size is checked). Safe to call from another thread than `like`'s, while
+ * `like` is being read: it only reads what `like` fixed when it was opened. */
+pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, long long end, pgr_s3_error *err);
 /* Reads up to cap bytes: > 0 count, 0 at the end (after size and, for single-part ETags, MD5 were
  * checked), -1 on failure (err). */
 long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err);

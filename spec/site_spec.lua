@@ -31,6 +31,7 @@ describe("pgr.site", function()
   it("loads the example site file", function()
     local s = assert(site.load("etc/site.example.lua"))
     assert.equals("ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]", s.nodes)
+    assert.equals(1, s.restore_jobs)
   end)
 
   for _, case in ipairs({
@@ -40,6 +41,8 @@ describe("pgr.site", function()
     { [[return { commands = { spire_fix_storage = { 1, 2 } } }]], "commands.spire_fix_storage must be an argv list" },
     { [[return { s3 = { credentials = { access_key = "a" } } }]], "s3.credentials needs both access_key and secret_key" },
     { [[return { ssh = { fanout = 0 } }]], "ssh.fanout must be a positive number" },
+    { [[return { restore_jobs = 2.5 }]], "restore_jobs must be a whole number from 1 to 64" },
+    { [[return { restore_jobs = 0 }]], "restore_jobs must be a whole number from 1 to 64" },
     { [[return 1]], "must return a table" },
     { [[return {]], "site file" },
   }) do

@@ -806,9 +806,11 @@ local function stream_dump(ctx)
   ctx:_journal({ event = "write", step = ctx.step, description = "stream " .. label .. " into " .. pod.metadata.name })
   local bar = ctx:progress({ label = "restore " .. svc.cluster, total = size, unit = "bytes" })
   local params = conn_params(ctx, pod, { user = M.LOADER, password = loader_pw })
+  local jobs = ctx.source.jobs or ctx.site.restore_jobs or 1
   local res
   res, err = pg.restore(params, src, {
     total = size,
+    jobs = jobs,
     on_error = expected_errors(),
     progress = function(p) bar:update(p.bytes, p.errors and p.errors > 0 and (p.errors .. " expected errors") or nil) end,
   })
@@ -818,8 +820,12 @@ local function stream_dump(ctx)
     admin:close()
     return nil, err
   end
-  bar:finish(("restored %s: %d statements, %d COPY rows, %d expected errors"):format(label, res.statements or 0,
-    res.copy_rows or 0, res.errors and res.errors.count or 0))
+  bar:finish(("restored %s: %d statements, %d COPY rows, %d expected errors%s"):format(label, res.statements or 0,
+    res.copy_rows or 0, res.errors and res.errors.count or 0,
+    (res.jobs or 1) > 1 and (", %d connections"):format(res.jobs) or ""))
+  if jobs > (res.jobs or 1) then
+    ctx:log(("loaded over %d connection(s), not %d: a gzip'd dump loads over one"):format(res.jobs or 1, jobs))
+  end
   -- the errors the dump met, expected or not, stay in the run's log for whoever audits the restore
   for _, fe in ipairs(res.errors and res.errors.first or {}) do
     ctx:log(("dump line %s: %s %s: %s"):format(tostring(fe.line), fe.expected and "expected" or "UNEXPECTED",

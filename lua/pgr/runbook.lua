@@ -528,6 +528,8 @@ function M.run(proc, opts)
     end
     run_dir, resumed = run.dir, true
     opts.source = run.source or {}
+    -- how to load (not what) may change on resume
+    if src.jobs then opts.source.jobs = src.jobs end
     local st = read_file(run_dir .. "/state.json")
     state = st and decode(st) or {}
   elseif run and not opts.new then

@@ -17,6 +17,7 @@
 --   s3          { endpoint=, region="us-east-1", bucket="postgres-backup", credentials={...} }
 --               credentials: { access_key=, secret_key= } | { file=PATH } | { secret="ns/name" }
 --   state_dir   where runs are journaled
+--   restore_jobs  connections that load the dump's tables side by side (default 1; pgr run --jobs wins)
 --   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
 --   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil }
 --   commands    name -> argv array (run directly, no shell) | string (run by /bin/sh -c) | false (skip)
@@ -33,6 +34,7 @@ M.DEFAULTS = {
   ssh = { user = "root", port = nil, identity = nil, options = {}, fanout = 32, timeout = 60 },
   s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil },
   state_dir = nil,
+  restore_jobs = 1,
   kubeconfig = nil,
   context = nil,
   keycloak = {
@@ -89,13 +91,13 @@ local function check_url(v)
 end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
-                context = true, keycloak = true, commands = true }
+                context = true, keycloak = true, commands = true, restore_jobs = true }
 
 local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
       return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "nodes, s3, ssh, state_dir)")
+        .. "nodes, restore_jobs, s3, ssh, state_dir)")
     end
   end
   for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
@@ -103,6 +105,10 @@ local function validate(t, path)
     if e then return fail(path, f, e) end
   end
   if t.nodes and not t.nodes:match("%S") then return fail(path, "nodes", "is empty") end
+  local rj = t.restore_jobs
+  if rj ~= nil and (math.type(rj) ~= "integer" or rj < 1 or rj > 64) then
+    return fail(path, "restore_jobs", "must be a whole number from 1 to 64")
+  end
   for _, f in ipairs({ "ssh", "s3", "keycloak", "commands" }) do
     local e = opt_type(t[f], "table")
     if e then return fail(path, f, e) end

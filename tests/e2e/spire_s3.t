@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/e2e/spire_s3.t — Spire restored from the postgres-backup bucket of a real S3 server (radosgw):
-# the newest complete backup with its manifest, then a named backup that has no manifest.
+# the newest complete backup with its manifest (loaded over 2 connections), then a named backup that
+# has no manifest.
 . "$(dirname "$0")/lib.sh"
 e2e_up
 e2e_s3_up
@@ -16,10 +17,11 @@ cp "$DUMP" "$lonely"
 s3_upload "$lonely"
 
 sql spire-postgres spire "DELETE FROM selectors; DROP TABLE bundles" || bail "break spire"
-pgr_run spire --yes
+pgr_run spire --yes --jobs 2
 rc=$?
-is "pgr run spire (newest complete backup in S3) exits 0" "$rc" 0
+is "pgr run spire --jobs 2 (newest complete backup in S3) exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
+grep -q "COPY rows, .*, 2 connections" "$E2E/out"; ok $? "the dump was loaded over 2 connections (Range requests)"
 grep -q "s3://postgres-backup/$name.psql" "$E2E/out"; ok $? "the newest complete backup was chosen ($name)"
 grep -q "4 secrets re-created from the manifest" "$E2E/out"; ok $? "the backup's manifest was applied"
 is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"

@@ -14,11 +14,13 @@ The dump is checked first: custom-format or tar archives, binary data and (for f
 
 Errors are counted and go on, as psql's are; "role/database already exists" for what a fresh
 cluster already has is expected. The exit code is 0 when no unexpected error occurred.
---jobs N loads the tables of a file over N connections and builds indexes in parallel.
+--jobs N loads the tables over N connections and builds indexes in parallel: from a file, or
+from s3:// (each table's rows fetched with a Range request of their own while the dump streams).
+A gzip'd dump or standard input loads over one connection.
 The connection defaults to libpq's environment (PGHOST, PGUSER, PGPASSWORD, service files).]],
   flags = {
     { name = "conn", short = "c", value = "CONNINFO", help = "libpq connection string or URI" },
-    { name = "jobs", short = "j", value = "N", help = "parallel loading connections (files only)" },
+    { name = "jobs", short = "j", value = "N", help = "parallel loading connections (file or s3://)" },
     { name = "stop-on-error", help = "stop at the first unexpected error (psql ON_ERROR_STOP)" },
     { name = "strict", help = "treat every error as unexpected, even 'already exists'" },
     { name = "allow-truncated", help = "restore a file that lacks the completion trailer" },
@@ -107,7 +109,7 @@ function M.run(argv)
       or cli.EXIT.failed
   end
   if jobs > 1 and result.jobs < jobs then
-    ui.warn(("loaded with %d connection(s): --jobs needs an uncompressed file"):format(result.jobs))
+    ui.warn(("loaded with %d connection(s): --jobs needs an uncompressed file or S3 object"):format(result.jobs))
   end
   if not result.ok then
     ui.error(("restore finished with %d unexpected errors%s"):format(result.errors.unexpected,

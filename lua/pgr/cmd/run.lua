@@ -7,7 +7,7 @@ local site = require "pgr.site"
 
 local M = {
   summary = "run a restore procedure (dry run, confirmation, journal, --resume)",
-  usage = "Usage: pgr run FILE [--backup NAME | --dump PATH [--manifest PATH]] [--dry-run] [--yes] [--resume]",
+  usage = "Usage: pgr run FILE [--backup NAME | --dump PATH [--manifest PATH]] [--jobs N] [--dry-run] [--yes] [--resume]",
   help = [[
 FILE is a procedure: a path such as services/spire.lua, or a service name (spire, keycloak, vcs,
 hsm, sls). `pgr plan FILE` lists its steps without contacting anything.
@@ -30,6 +30,9 @@ How it runs:
      --resume: it continues at the first step not done, with what earlier steps recorded.
      Only one run per cluster at a time (a lock); a lock left by a killed run is reported.
 
+--jobs N loads the dump's tables over N connections to the database pod and builds their indexes
+side by side (default: the site's restore_jobs, else 1), from S3 as from a file.
+
 --dry-run runs every read and check and prints each change it would make, without making it
 (no journal, no lock, no confirmation).
 
@@ -51,6 +54,7 @@ failed before anything changed, or another run holds the cluster's lock; 130 int
     { name = "backup", value = "NAME", help = "restore this backup from S3 (default: the newest)" },
     { name = "dump", value = "PATH", help = "restore this local pg_dumpall file instead of S3" },
     { name = "manifest", value = "PATH", help = "with --dump: the secrets manifest to re-apply" },
+    { name = "jobs", short = "j", value = "N", help = "load the dump over N connections (default: site's restore_jobs or 1)" },
     { name = "dry-run", short = "n", help = "run the reads and checks, print the changes, change nothing" },
     { name = "yes", short = "y", help = "do not ask before the destructive steps" },
     { name = "resume", help = "continue the newest unfinished run of this procedure" },
@@ -75,6 +79,10 @@ function M.run(argv)
     return usage_error("--manifest goes with --dump (an S3 backup brings its own manifest)")
   end
   if opts.resume and opts.new then return usage_error("--resume and --new exclude each other") end
+  local jobs = opts.jobs and tonumber(opts.jobs)
+  if opts.jobs and (not jobs or jobs % 1 ~= 0 or jobs < 1 or jobs > 64) then
+    return usage_error("--jobs must be a whole number from 1 to 64")
+  end
   ui.configure({ json = opts.json or false, quiet = opts.quiet or false })
 
   local path, err = runbook.locate(pos[1])
@@ -95,7 +103,7 @@ function M.run(argv)
     dry_run = opts.dry_run, yes = opts.yes, resume = opts.resume, new = opts.new,
     site = s, state_dir = opts.state_dir, file = pos[1],
     state_dir_flag = opts.state_dir, site_flag = opts.site,
-    source = { backup = opts.backup, dump = opts.dump, manifest = opts.manifest },
+    source = { backup = opts.backup, dump = opts.dump, manifest = opts.manifest, jobs = jobs and math.tointeger(jobs) },
   })
 end
 
