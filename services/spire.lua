@@ -2,23 +2,28 @@
 -- then Spire's own steps: restart the agents and jwks, restart spire-agent on every NCN, fix, verify.
 local restore = require "pgr.restore"
 
+local AGENTS = { { "daemonset", "spire-agent" }, { "deployment", "spire-jwks" } }
+
 return restore.procedure {
   service = "spire", title = "Restore Postgres for Spire",
   namespace = "spire", cluster = "spire-postgres",
   client = { kind = "statefulset", name = "spire-server", selector = "app.kubernetes.io/name=spire-server" },
   users = { "postgres", "service_account", "spire", "standby" },
   verbs = { { "patch", "daemonsets" }, { "patch", "deployments" } },
+  -- the NCNs' agents restart while the pods' agents roll out: neither waits for the other
   hooks = { after = {
-    { "Restart the spire-agent daemonset and the spire-jwks deployment and wait for their rollouts",
-      function(ctx)
-        return restore.restart_rollouts(ctx, { { "daemonset", "spire-agent" }, { "deployment", "spire-jwks" } })
-      end, touches = "changes: daemonset spire-agent, deployment spire-jwks (rollout restart)" },
+    { "Restart the spire-agent daemonset and the spire-jwks deployment",
+      function(ctx) return restore.start_rollouts(ctx, AGENTS) end,
+      touches = "changes: daemonset spire-agent, deployment spire-jwks (rollout restart)" },
     { "Restart spire-agent on every NCN",
       function(ctx)
         local res, summary = restore.on_nodes(ctx, "spire_restart_agent")
         if not res then return nil, summary end
         return summary
       end, touches = "runs: commands.spire_restart_agent on the site's nodes (ssh)" },
+    { "Wait for the rollouts of the spire-agent daemonset and the spire-jwks deployment",
+      function(ctx) return restore.wait_rollouts(ctx, AGENTS) end,
+      touches = "reads: daemonset spire-agent, deployment spire-jwks" },
     { "Fix the Spire token on the storage nodes", restore.site_step("spire_fix_storage"),
       touches = "runs: commands.spire_fix_storage" },
     { "Verify a JWT can be fetched",

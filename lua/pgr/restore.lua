@@ -23,6 +23,8 @@
 --   restore.rerun_job(ctx, name, {timeout=})    replace --force a Job and wait for Complete
 --   restore.restart_rollout(ctx, kind, name)     rollout restart + rollout status
 --   restore.restart_rollouts(ctx, {{kind, name}...})  all restarted first, then each waited for
+--   restore.start_rollouts(ctx, list) / restore.wait_rollouts(ctx, list)   the same in two steps, so
+--                                                other work runs while they roll out
 --   restore.command(ctx, name) -> output | nil, err   a site command (argv, no shell) on this machine
 --   restore.site_step(name) -> step function          the same, as a service's step
 --   restore.on_nodes(ctx, name) -> result | nil, err  a site command on every node of site.nodes
@@ -306,15 +308,20 @@ function M.rerun_job(ctx, name, opts)
   end)
 end
 
--- Restarts several workloads at once, then waits for each rollout: they roll out side by side.
--- list: { { "daemonset", "spire-agent" }, { "deployment", "spire-jwks" } }
-function M.restart_rollouts(ctx, list)
+-- Restarts several workloads (kubectl rollout restart) without waiting: a later step can run while
+-- they roll out, and M.wait_rollouts waits for them. list: { { "daemonset", "spire-agent" }, ... }
+function M.start_rollouts(ctx, list)
   for _, w in ipairs(list) do
     local ok, err = ctx:write(("rollout restart %s %s/%s"):format(w[1], ctx.svc.namespace, w[2]), function()
       return ctx.k8s:rollout_restart(w[1], w[2])
     end)
     if not ok then return nil, err end
   end
+  return true
+end
+
+-- Waits for each rollout of list to complete (kubectl rollout status); one already done returns at once.
+function M.wait_rollouts(ctx, list)
   for _, w in ipairs(list) do
     local ok, err = ctx:wait("for the rollout of " .. w[1] .. " " .. w[2], function()
       return ctx.k8s:rollout_status(w[1], w[2], { timeout = M.defaults.wait_timeout })
@@ -322,6 +329,13 @@ function M.restart_rollouts(ctx, list)
     if not ok then return nil, err end
   end
   return true
+end
+
+-- Restarts several workloads at once, then waits for each rollout: they roll out side by side.
+function M.restart_rollouts(ctx, list)
+  local ok, err = M.start_rollouts(ctx, list)
+  if not ok then return nil, err end
+  return M.wait_rollouts(ctx, list)
 end
 
 function M.restart_rollout(ctx, kind, name)

@@ -23,7 +23,7 @@ pgr_run services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
 rc=$?
 is "restore with the manifest exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
-grep -q "all 19 steps done" "$E2E/out"; ok $? "every step reported done"
+grep -q "all 20 steps done" "$E2E/out"; ok $? "every step reported done"
 is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"
 is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
 is "the postgres secret holds the manifest's password again" \
