@@ -875,17 +875,22 @@ static int write_all(int fd, const char *p, size_t n)
 
 /* The download overlaps the network, hashing and the disk: the calling thread receives into a
  * ring of buffers; one thread hashes them and another writes them (starting writeback early, so
- * the final fsync has little left to do). A slot is free again once both have seen it. */
-#define RING 8
+ * the final fsync has little left to do). A slot is free again once both have seen it.
+ * Hand-overs are counted, not signalled per buffer: a consumer takes every filled slot at once,
+ * and a receiver that found the ring full sleeps until half of it is free, so the threads wake
+ * each other a few times per ring rather than twice per buffer. */
+#define RING 16
 #define WRITEBACK_EVERY (16LL * 1024 * 1024)
 
 typedef struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv_fill, cv_free;
     char *buf[RING];
     size_t len[RING];
-    int refs[RING];
-    long long filled; /* slots handed over so far; slot of sequence k is k % RING */
+    long long filled;   /* slots handed over so far; slot of sequence k is k % RING */
+    long long seen[2];  /* per consumer: slots it has finished with */
+    int nconsumers;
+    int consumers_waiting, receiver_waiting;
     int done, failed, err_no;
     int fd;
     EVP_MD_CTX *md5;
@@ -894,44 +899,60 @@ typedef struct {
 
 typedef struct {
     ring *q;
-    int hashing;
+    int id; /* 0 writes, 1 hashes */
 } ring_worker;
+
+static long long ring_free_from(const ring *q)
+{
+    long long m = q->seen[0];
+    for (int i = 1; i < q->nconsumers; i++)
+        if (q->seen[i] < m)
+            m = q->seen[i];
+    return m; /* every slot before this sequence number is free */
+}
 
 static void *worker_main(void *arg)
 {
     ring_worker *w = arg;
     ring *q = w->q;
-    for (long long next = 0;; next++) {
+    long long next = 0;
+    for (;;) {
         pthread_mutex_lock(&q->mu);
-        while (q->filled == next && !q->done)
-            pthread_cond_wait(&q->cv, &q->mu);
-        if (q->filled == next) {
-            pthread_mutex_unlock(&q->mu);
-            return NULL;
+        while (q->filled == next && !q->done) {
+            q->consumers_waiting++;
+            pthread_cond_wait(&q->cv_fill, &q->mu);
+            q->consumers_waiting--;
         }
-        int i = (int)(next % RING);
+        long long upto = q->filled;
         int failed = q->failed;
         pthread_mutex_unlock(&q->mu);
-        if (failed) {
-            /* keep releasing slots so the receiver never waits on us */
-        } else if (w->hashing) {
-            EVP_DigestUpdate(q->md5, q->buf[i], q->len[i]);
-        } else if (write_all(q->fd, q->buf[i], q->len[i]) != 0) {
-            pthread_mutex_lock(&q->mu);
-            q->failed = 1;
-            q->err_no = errno;
-            pthread_mutex_unlock(&q->mu);
-        } else {
-            q->written += (long long)q->len[i];
-            if (q->written - q->synced >= WRITEBACK_EVERY) {
-                sync_file_range(q->fd, q->synced, q->written - q->synced, SYNC_FILE_RANGE_WRITE);
-                q->synced = q->written;
+        if (upto == next)
+            return NULL; /* done and drained */
+        for (; next < upto; next++) {
+            int i = (int)(next % RING);
+            if (failed) {
+                /* keep releasing slots so the receiver never waits on us */
+            } else if (w->id == 1) {
+                EVP_DigestUpdate(q->md5, q->buf[i], q->len[i]);
+            } else if (write_all(q->fd, q->buf[i], q->len[i]) != 0) {
+                pthread_mutex_lock(&q->mu);
+                q->failed = failed = 1;
+                q->err_no = errno;
+                pthread_mutex_unlock(&q->mu);
+            } else {
+                q->written += (long long)q->len[i];
+                if (q->written - q->synced >= WRITEBACK_EVERY) {
+                    sync_file_range(q->fd, q->synced, q->written - q->synced, SYNC_FILE_RANGE_WRITE);
+                    q->synced = q->written;
+                }
             }
+            pthread_mutex_lock(&q->mu);
+            q->seen[w->id] = next + 1;
+            /* the receiver waits for half the ring (or a failure) */
+            if (q->receiver_waiting && (q->failed || q->filled - ring_free_from(q) <= RING / 2))
+                pthread_cond_signal(&q->cv_free);
+            pthread_mutex_unlock(&q->mu);
         }
-        pthread_mutex_lock(&q->mu);
-        q->refs[i]--;
-        pthread_cond_broadcast(&q->cv);
-        pthread_mutex_unlock(&q->mu);
     }
 }
 
@@ -946,7 +967,8 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     ring q;
     memset(&q, 0, sizeof q);
     pthread_mutex_init(&q.mu, NULL);
-    pthread_cond_init(&q.cv, NULL);
+    pthread_cond_init(&q.cv_fill, NULL);
+    pthread_cond_init(&q.cv_free, NULL);
     int oom = !tmp;
     for (int i = 0; i < RING; i++)
         if (!(q.buf[i] = malloc(READ_BUFFER)))
@@ -966,24 +988,31 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     }
     q.fd = fd;
     pthread_t threads[2];
-    /* without MD5 only the writer runs: a slot then needs one release, not two */
+    /* without MD5 only the writer runs: a slot is then free once it is written */
     ring_worker workers[2] = { { &q, 0 }, { &q, 1 } };
     int want = verify_md5 ? 2 : 1, nthreads = 0;
+    q.nconsumers = want;
     for (; nthreads < want; nthreads++)
         if (pthread_create(&threads[nthreads], NULL, worker_main, &workers[nthreads]) != 0)
             break;
     int ok = nthreads == want;
-    if (!ok)
+    if (!ok) {
         s3err(err, "error", 0, "cannot start the download threads");
+        q.failed = 1; /* the started ones drain nothing and leave */
+    }
     while (ok) {
-        int slot = (int)(q.filled % RING);
         pthread_mutex_lock(&q.mu);
-        while (q.refs[slot] > 0 && !q.failed)
-            pthread_cond_wait(&q.cv, &q.mu);
+        if (q.filled - ring_free_from(&q) >= RING && !q.failed) {
+            q.receiver_waiting = 1;
+            while (q.filled - ring_free_from(&q) > RING / 2 && !q.failed)
+                pthread_cond_wait(&q.cv_free, &q.mu);
+            q.receiver_waiting = 0;
+        }
         int failed = q.failed;
         pthread_mutex_unlock(&q.mu);
         if (failed)
             break;
+        int slot = (int)(q.filled % RING);
         long n = pgr_s3_read(r, q.buf[slot], READ_BUFFER, err);
         if (n <= 0) {
             ok = n == 0;
@@ -991,9 +1020,9 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
         }
         pthread_mutex_lock(&q.mu);
         q.len[slot] = (size_t)n;
-        q.refs[slot] = want;
         q.filled++;
-        pthread_cond_broadcast(&q.cv);
+        if (q.consumers_waiting)
+            pthread_cond_broadcast(&q.cv_fill);
         pthread_mutex_unlock(&q.mu);
         if (progress && progress(ud, r) != 0) {
             s3err(err, "aborted", 0, "download of s3://%s/%s stopped at byte %lld", bucket, key, r->offset);
@@ -1003,7 +1032,7 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     }
     pthread_mutex_lock(&q.mu);
     q.done = 1;
-    pthread_cond_broadcast(&q.cv);
+    pthread_cond_broadcast(&q.cv_fill);
     pthread_mutex_unlock(&q.mu);
     for (int t = 0; t < nthreads; t++)
         pthread_join(threads[t], NULL);
@@ -1060,7 +1089,8 @@ out:
     if (q.md5)
         EVP_MD_CTX_free(q.md5);
     pthread_mutex_destroy(&q.mu);
-    pthread_cond_destroy(&q.cv);
+    pthread_cond_destroy(&q.cv_fill);
+    pthread_cond_destroy(&q.cv_free);
     free(tmp);
     return rc;
 }
