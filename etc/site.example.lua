@@ -18,8 +18,10 @@ return {
   },
 
   -- Connections that load the dump's tables side by side, then build their indexes side by side
-  -- (pgr run --jobs N wins). 1 is psql's way; 2-4 shortens the restore of a large dump when the
-  -- database pod has the CPUs for it. A gzip'd dump always loads over one connection.
+  -- (pgr run --jobs N wins). 1 is psql's way; 2-4 shortens the restore of a dump with several large
+  -- tables when the database pod has the CPUs for it. From S3 each table's rows are fetched again
+  -- by a Range request (the dump is read about twice): with one dominant table, keep 1.
+  -- A gzip'd dump always loads over one connection.
   restore_jobs = 1,
 
   -- Journals of every run (default $XDG_STATE_HOME/pgr or ~/.local/state/pgr; PGR_STATE_DIR wins).
