@@ -1978,8 +1978,7 @@ static int i_data(void *ud, const char *d, size_t n)
         if (nl)
             s->row_done = 1;
     }
-    for (const char *p = d, *e = d + n; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++)
-        b->rows++;
+    b->rows += script_count_lines(d, n);
     b->bytes += (long long)n;
     return 0;
 }

@@ -65,5 +65,7 @@ int script_is_copy_from_stdin(const char *sql, size_t len, char *table, size_t t
  * keywords) of sql into out separated by single spaces; returns how many words. For classifying
  * statements ("create index", "alter table only"). */
 int script_words(const char *sql, size_t len, int n, char *out, size_t outcap);
+/* How many '\n' bytes [p, p+n) holds (vectorized): COPY rows, line numbers. */
+long script_count_lines(const char *p, size_t n);
 
 #endif

@@ -30,7 +30,7 @@ static long mem_read(void *ud, char *buf, size_t cap, char *err, size_t errcap)
 static void inspect(const char *p, size_t len, size_t step, struct rs_inspection *in)
 {
     struct mem m = { p, len, 0, step };
-    struct rs_source src = { mem_read, &m, NULL };
+    struct rs_source src = { .read = mem_read, .ud = &m };
     rs_inspect(&src, 64, in);
 }
 

@@ -148,6 +148,11 @@ int main(void)
     case_("COPY data up to \\.",
           "COPY t (a) FROM stdin;\n1\ta\\.b\n\\.x\n\\\\.\n\\.\nselect 1;",
           "S1:COPY t (a) FROM stdin;|D:1\ta\\.b\n\\.x\n\\\\.\n|E5:1|S6:select 1;|");
+    case_("COPY rows starting with \\N, backslashes inside rows, long rows: line numbers after the data",
+          "COPY t (a, b) FROM stdin;\n\\N\tx\\ty\n\\N\t\\N\n0123456789abcdef0123456789abcdef\\\\.\n"
+          "\\.5\t\\.\n\\.\nselect 1;",
+          "S1:COPY t (a, b) FROM stdin;|D:\\N\tx\\ty\n\\N\t\\N\n0123456789abcdef0123456789abcdef\\\\.\n"
+          "\\.5\t\\.\n|E6:1|S7:select 1;|");
     case_("COPY with CRLF", "COPY t FROM stdin;\r\n1\r\n\\.\r\nselect 1;\r\n",
           "S1:COPY t FROM stdin;|D:1\r\n|E3:1|S4:select 1;|");
     case_("empty COPY", "COPY t FROM stdin;\n\\.\nx;", "S1:COPY t FROM stdin;|E2:1|S3:x;|");
@@ -168,6 +173,31 @@ int main(void)
     case_("backslash in a string is not a meta-command", "select '\\x';", "S1:select '\\x';|");
     case_("unicode identifiers and strings", "select 'ж;' as \"é;\", é$ from ü;",
           "S1:select 'ж;' as \"é;\", é$ from ü;|");
+
+    /* the vectorized newline count against a byte loop: every length and alignment up to 9000
+     * bytes (past one 255-block flush of the sixteen-byte lanes), newlines at random places */
+    {
+        static char buf[9100];
+        unsigned seed = 7;
+        for (size_t i = 0; i < sizeof buf; i++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[i] = (seed >> 16) % 7 == 0 ? '\n' : (char)('a' + (seed >> 20) % 26);
+        }
+        int bad = 0;
+        for (size_t off = 0; off < 17 && !bad; off++)
+            for (size_t n = 0; off + n <= 9000 && !bad; n += (n < 64 ? 1 : 61)) {
+                long want = 0;
+                for (size_t i = 0; i < n; i++)
+                    want += buf[off + i] == '\n';
+                if (script_count_lines(buf + off, n) != want) {
+                    printf("#   offset %zu length %zu: %ld, want %ld\n", off, n, script_count_lines(buf + off, n), want);
+                    bad = 1;
+                }
+            }
+        memset(buf, '\n', sizeof buf);
+        CHECK(!bad && script_count_lines(buf, sizeof buf) == (long)sizeof buf,
+              "script_count_lines equals a byte loop (every alignment, lane counters past 255)");
+    }
 
     char t[64];
     CHECK(script_is_copy_from_stdin("COPY public.u (x, \"y z\") FROM stdin;", 36, t, sizeof t), "COPY FROM stdin");
