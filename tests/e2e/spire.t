@@ -58,11 +58,25 @@ is "no pgr_restore role is left" "$(sql spire-postgres postgres "SELECT count(*)
 # ---------------------------------------------------------------- without the manifest
 sql spire-postgres spire "DELETE FROM registered_entries WHERE id > 10" 2>/dev/null
 sql spire-postgres spire "TRUNCATE selectors, registered_entries CASCADE" || bail "break spire again"
-pgr_run services/spire.lua --dump "$DUMP" --yes
+# this run also speaks --json: events on stdout, the human lines on stderr
+timeout 600 "$PGR" run services/spire.lua --dump "$DUMP" --yes --json >"$E2E/events" 2>"$E2E/out"
 rc=$?
-is "restore without a manifest exits 0" "$rc" 0
+is "restore without a manifest (--json) exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
 grep -q "passwords set from the current secrets" "$E2E/out"; ok $? "the passwords were set from the current secrets"
+is "every line on stdout is a JSON object" "$(jq -c 'type' "$E2E/events" 2>&1 | sort -u)" '"object"'
+is "--json: run_started, a started and a done event per step, then run_finished ok" \
+   "$(jq -r .event "$E2E/events" | grep -v progress | uniq -c | awk '{ printf "%s %s,", $2, $1 }')" \
+   "run_started 1,$(for _ in $(seq 20); do printf 'step_started 1,step_done 1,'; done)run_finished 1,"
+is "--json: the last event says ok, exit 0" "$(tail -1 "$E2E/events" | jq -r '"\(.status) \(.exit)"')" "ok 0"
+leaks=0
+for u in $USERS; do
+  pw=$(kubectl get secret "${u//_/-}.spire-postgres.credentials" -n spire -o jsonpath='{.data.password}' | base64 -d)
+  [ -n "$pw" ] && grep -qF "$pw" "$E2E/events" "$E2E/out" && leaks=$((leaks + 1))
+done
+is "--json: no secret's password in the events or on stderr" "$leaks" 0
+is "--json: the dump's progress came as events" "$(jq -r 'select(.event == "progress") | .label' "$E2E/events" |
+   grep -c 'restore spire-postgres' | awk '{ print ($1 > 0) }')" 1
 is "the spire database equals the backup again" "$(fingerprint spire-postgres spire)" "$fp0"
 is "every secret's user logs in with its (new) password" "$(logins spire-postgres spire $USERS)" "$USERS "
 [ "$(kubectl get secret postgres.spire-postgres.credentials -n spire -o jsonpath='{.data.password}' | base64 -d)" != "$manifest_pw" ]
