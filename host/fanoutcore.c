@@ -329,7 +329,13 @@ static void start(fo_run *r, size_t i, fo_event_fn fn, void *ud)
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
 #ifdef SYS_pidfd_open
-    c->pidfd = (int)syscall(SYS_pidfd_open, c->res.pid, 0);
+    /* a kernel (or valgrind) without pidfd_open says so once: later children are polled at once */
+    static _Atomic int no_pidfd;
+    if (!no_pidfd) {
+        c->pidfd = (int)syscall(SYS_pidfd_open, c->res.pid, 0);
+        if (c->pidfd < 0 && errno == ENOSYS)
+            no_pidfd = 1;
+    }
 #endif
     if (c->pidfd >= 0)
         fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
