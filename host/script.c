@@ -495,6 +495,7 @@ again:
 /* Newlines in [p, p+n), sixteen bytes at a time (GCC/clang vector extensions: SSE2 on x86-64,
  * plain code elsewhere): a row of a few dozen bytes then costs far less than a memchr call. */
 typedef signed char pgr_v16 __attribute__((vector_size(16)));
+typedef unsigned char pgr_u16 __attribute__((vector_size(16))); /* counters: wrap, never overflow */
 
 long script_count_lines(const char *p, size_t n)
 {
@@ -502,17 +503,17 @@ long script_count_lines(const char *p, size_t n)
     size_t i = 0;
     const pgr_v16 nl = (pgr_v16){ 0 } + '\n';
     while (n - i >= 16) {
-        pgr_v16 acc = { 0 };
+        pgr_u16 acc = { 0 };
         size_t blocks = (n - i) / 16;
         if (blocks > 255) /* each lane counts to 255 at most */
             blocks = 255;
         for (size_t b = 0; b < blocks; b++, i += 16) {
             pgr_v16 v;
             memcpy(&v, p + i, 16);
-            acc -= (pgr_v16)(v == nl); /* a match is -1 */
+            acc -= (pgr_u16)(v == nl); /* a match is all ones: minus 255, plus one mod 256 */
         }
         for (int k = 0; k < 16; k++)
-            c += (unsigned char)acc[k];
+            c += acc[k];
     }
     for (; i < n; i++)
         c += p[i] == '\n';
