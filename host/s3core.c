@@ -682,20 +682,11 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
     return 0;
 }
 
-pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int max_resumes, pgr_s3_error *err)
+/* A reader's own connection and its first GET; on failure the reader is closed. r or NULL. */
+static pgr_s3_reader *reader_connect(pgr_s3_reader *r, pgr_s3_error *err)
 {
-    pgr_s3_reader *r = calloc(1, sizeof *r);
     pgr_http_error he;
-    if (!r || !(r->bucket = strdup(bucket)) || !(r->key = strdup(key)) || !(r->md5 = EVP_MD_CTX_new()) ||
-        !EVP_DigestInit_ex(r->md5, EVP_md5(), NULL)) {
-        s3err(err, "memory", 0, "out of memory opening s3://%s/%s", bucket, key);
-        pgr_s3_reader_close(r);
-        return NULL;
-    }
-    r->s = s;
-    r->max_resumes = max_resumes < 0 ? 0 : max_resumes;
-    pgr_http_response_init(&r->resp);
-    if (!(r->c = pgr_http_client_new(&s->http, &he))) {
+    if (!(r->c = pgr_http_client_new(&r->s->http, &he))) {
         from_http(err, &he);
         pgr_s3_reader_close(r);
         return NULL;
@@ -708,10 +699,24 @@ pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int m
     return r;
 }
 
+pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int max_resumes, pgr_s3_error *err)
+{
+    pgr_s3_reader *r = calloc(1, sizeof *r);
+    if (!r || !(r->bucket = strdup(bucket)) || !(r->key = strdup(key)) || !(r->md5 = EVP_MD_CTX_new()) ||
+        !EVP_DigestInit_ex(r->md5, EVP_md5(), NULL)) {
+        s3err(err, "memory", 0, "out of memory opening s3://%s/%s", bucket, key);
+        pgr_s3_reader_close(r);
+        return NULL;
+    }
+    r->s = s;
+    r->max_resumes = max_resumes < 0 ? 0 : max_resumes;
+    pgr_http_response_init(&r->resp);
+    return reader_connect(r, err);
+}
+
 pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, long long end, pgr_s3_error *err)
 {
     pgr_s3_reader *r = calloc(1, sizeof *r);
-    pgr_http_error he;
     if (!r || !(r->bucket = strdup(like->bucket)) || !(r->key = strdup(like->key))) {
         s3err(err, "memory", 0, "out of memory opening s3://%s/%s", like->bucket, like->key);
         pgr_s3_reader_close(r);
@@ -728,17 +733,7 @@ pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, lon
         r->finished = 1; /* nothing to fetch */
         return r;
     }
-    if (!(r->c = pgr_http_client_new(&r->s->http, &he))) {
-        from_http(err, &he);
-        pgr_s3_reader_close(r);
-        return NULL;
-    }
-    int transient;
-    if (reader_start(r, err, &transient) != 0) {
-        pgr_s3_reader_close(r);
-        return NULL;
-    }
-    return r;
+    return reader_connect(r, err);
 }
 
 static void backoff(int attempt)

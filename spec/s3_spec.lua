@@ -346,6 +346,31 @@ describe("pgr.s3 against radosgw", function()
       for _, s in ipairs(servers) do s.stop() end
     end)
 
+    local function start(addr)
+      local s = pgserver.start { addr = addr }
+      servers[#servers + 1] = s
+      return s
+    end
+
+    -- pg_dumpall of server s into out; its text with the random \restrict keys made equal
+    local bin = io.popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1"):read("l")
+    local function dumpall(s, out)
+      assert.is_true(os.execute(("PGPASSWORD=%s %s/pg_dumpall -h %s -p %d -U postgres -f %s"):format(
+        s.password, bin, s.host, s.port, out)))
+      local f = assert(io.open(out))
+      local text = f:read("a"):gsub("\\(u?n?restrict) %S+", "\\%1 KEY")
+      f:close()
+      return text
+    end
+
+    -- the dump of origin, as a file and as the object KEY in the bucket: path
+    local function publish(origin, key)
+      local dump = tmpdir .. "/" .. key:gsub("[/:]", "_")
+      dumpall(origin, dump)
+      assert(c:put_file(BUCKET, key, dump))
+      return dump
+    end
+
     local function checksum(srvx)
       local conn = assert(pg.connect(srvx.params))
       local rows = assert(conn:query([[select count(*)::text as n,
@@ -355,24 +380,17 @@ describe("pgr.s3 against radosgw", function()
     end
 
     it("from S3 (through a cut connection) equals a restore from the same file", function()
-      local origin = pgserver.start { addr = "127.22.1.1" }
-      servers[#servers + 1] = origin
+      local origin = start("127.22.1.1")
       local conn = assert(pg.connect(origin.params))
       assert(conn:exec("create schema app"))
       assert(conn:exec("create table app.items (id int primary key, payload text)"))
       assert(conn:exec("insert into app.items select g, repeat(md5(g::text), 8) from generate_series(1, 20000) g"))
       conn:close()
-      local dump = tmpdir .. "/cluster.psql"
-      local bin = io.popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1"):read("l")
-      assert.is_true(os.execute(("PGPASSWORD=%s %s/pg_dumpall -h %s -p %d -U postgres -f %s"):format(
-        origin.password, bin, origin.host, origin.port, dump)))
       local key = "restore/spire-postgres-2022-09-14T03:10:04.psql"
-      assert(c:put_file(BUCKET, key, dump))
+      local dump = publish(origin, key)
 
-      local from_file = pgserver.start { addr = "127.22.1.2" }
-      servers[#servers + 1] = from_file
-      local from_s3 = pgserver.start { addr = "127.22.1.3" }
-      servers[#servers + 1] = from_s3
+      local from_file = start("127.22.1.2")
+      local from_s3 = start("127.22.1.3")
       local r1 = assert(pg.restore(from_file.params, dump))
       local proxy = srv.cutting_proxy(1000 * 1000, 1)
       local cut = client { endpoint = proxy.endpoint }
@@ -393,8 +411,7 @@ describe("pgr.s3 against radosgw", function()
 
     it("with jobs = 2 loads each table through a Range request of its own, cut connections resumed, "
       .. "into the same state as a serial restore", function()
-      local origin = pgserver.start { addr = "127.22.1.5" }
-      servers[#servers + 1] = origin
+      local origin = start("127.22.1.5")
       local conn = assert(pg.connect(origin.params))
       assert(conn:exec([[create table big (id int primary key, v text);
         insert into big select g, repeat(md5(g::text), 4) from generate_series(1, 30000) g;
@@ -406,25 +423,11 @@ describe("pgr.s3 against radosgw", function()
         create table empty_one (x int);
         create sequence seq_used; select setval('seq_used', 4242);]]))
       conn:close()
-      local dump = tmpdir .. "/jobs.psql"
-      local bin = io.popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1"):read("l")
-      local function dumpall(s, out)
-        assert.is_true(os.execute(("PGPASSWORD=%s %s/pg_dumpall -h %s -p %d -U postgres -f %s"):format(
-          s.password, bin, s.host, s.port, out)))
-        local f = assert(io.open(out))
-        -- \restrict keys are random per dump: everything else must be equal
-        local text = f:read("a"):gsub("\\(u?n?restrict) %S+", "\\%1 KEY")
-        f:close()
-        return text
-      end
-      dumpall(origin, dump)
       local key = "restore/jobs-2022-09-14T03:10:04.psql"
-      assert(c:put_file(BUCKET, key, dump))
+      local dump = publish(origin, key)
 
-      local serial = pgserver.start { addr = "127.22.1.6" }
-      servers[#servers + 1] = serial
-      local parallel = pgserver.start { addr = "127.22.1.7" }
-      servers[#servers + 1] = parallel
+      local serial = start("127.22.1.6")
+      local parallel = start("127.22.1.7")
       -- the role postgres exists in a fresh cluster: that one "already exists" is expected
       local expected = { ["42710"] = true }
       local r1 = assert(pg.restore(serial.params, dump, { on_error = expected }))
@@ -446,8 +449,7 @@ describe("pgr.s3 against radosgw", function()
       assert.equals(want, dumpall(parallel, tmpdir .. "/parallel.out"))
 
       -- an object replaced while its ranges are being fetched fails loudly instead of mixing bytes
-      local again = pgserver.start { addr = "127.22.1.8" }
-      servers[#servers + 1] = again
+      local again = start("127.22.1.8")
       reader = assert(c:open(BUCKET, key))
       assert(c:put(BUCKET, key, "-- replaced\n"))
       local r3, err = pg.restore(again.params, reader, { jobs = 2, on_error = expected })
@@ -460,8 +462,7 @@ describe("pgr.s3 against radosgw", function()
     end)
 
     it("pgr restore s3://BUCKET/KEY streams from the configured S3", function()
-      local dst = pgserver.start { addr = "127.22.1.4" }
-      servers[#servers + 1] = dst
+      local dst = start("127.22.1.4")
       local env = ("AWS_ENDPOINT_URL=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s PGR_SITE=/dev/null HOME=/nonexistent")
         :format(srv.endpoint, srv.access_key, srv.secret_key)
       local cmd = ("%s %s restore --quiet --conn '%s' s3://%s/restore/spire-postgres-2022-09-14T03:10:04.psql 2>&1; echo rc=$?")
