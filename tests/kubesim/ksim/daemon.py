@@ -121,8 +121,13 @@ def serve(d, args):
         with open(os.path.join(d, "failed"), "w") as f:
             f.write("%s\n" % e)
         shutdown()
+    # A sandbox whose directory was removed from under it (rm -rf) can no longer be brought down by
+    # `kubesim down DIR`: it stops itself, PostgreSQL servers included, rather than run on orphaned.
     while not stopping.is_set():
         stopping.wait(1)
+        if not stopping.is_set() and not os.path.isdir(d):
+            util.log("%s is gone: shutting down" % d)
+            shutdown()
     time.sleep(0.2)
     pgm.stop_all()
     claim.close()
