@@ -874,7 +874,11 @@ static int open_source(lua_State *L, int idx, struct ctx *x, struct rs_source *s
     }
     if (lua_type(L, idx) == LUA_TTABLE || lua_type(L, idx) == LUA_TUSERDATA) {
         lua_getfield(L, idx, "read");
-        int ok = lua_isfunction(L, -1) || luaL_getmetafield(L, -1, "__call") != LUA_TNIL;
+        int ok = lua_isfunction(L, -1);
+        if (!ok && luaL_getmetafield(L, -1, "__call") != LUA_TNIL) {
+            ok = 1;
+            lua_pop(L, 1);
+        }
         lua_pop(L, 1);
         if (ok) {
             x->src_idx = lua_absindex(L, idx);
@@ -882,9 +886,12 @@ static int open_source(lua_State *L, int idx, struct ctx *x, struct rs_source *s
             src->ud = x;
             /* an object whose ranges C can fetch on its own (an S3 reader): --jobs works on it */
             if (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, PGR_RANGE_METAFIELD) != LUA_TNIL) {
-                if (lua_islightuserdata(L, -1)) {
-                    src->range = lua_touserdata(L, -1);
+                const struct pgr_range_source *rs = lua_islightuserdata(L, -1) ? lua_touserdata(L, -1) : NULL;
+                long long base = rs ? rs->base(lua_touserdata(L, idx)) : -1;
+                if (base >= 0) {
+                    src->range = rs;
                     src->range_ud = lua_touserdata(L, idx);
+                    src->range_base = base;
                 }
                 lua_pop(L, 1);
             }
@@ -977,7 +984,11 @@ static int pg_restore(lua_State *L)
     o.values = pb->val;
     o.ud = &x;
     struct box *rb = new_box(L, BOX_RESTORE); /* 8 */
+    if (src.range)
+        src.range->hold(src.range_ud, 1); /* its ranges are read by other threads until rs_restore returns */
     rs_restore(&o, &src, &rb->rr);
+    if (src.range)
+        src.range->hold(src.range_ud, 0);
     struct rs_result *r = &rb->rr;
 
     lua_createtable(L, 0, 12);

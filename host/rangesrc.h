@@ -4,7 +4,7 @@
  *
  * A binding that offers one puts a light userdata pointing to its (static) pgr_range_source in its
  * objects' metatable under "__pgr_range"; ud is then the object's userdata block. The object must
- * stay alive (and its owner unchanged) while ranges are open. */
+ * stay alive (and its owner unchanged) while ranges are open: hold tells it when. */
 #ifndef PGR_RANGESRC_H
 #define PGR_RANGESRC_H
 
@@ -18,6 +18,12 @@ struct pgr_range_source {
     /* > 0 bytes, 0 at the end of the range (its size checked), -1 with a message in err. */
     long (*read)(void *handle, char *buf, size_t cap, char *err, size_t errcap);
     void (*close)(void *handle);
+    /* The object offset of the next byte the object's stream will deliver (what has been read of it
+     * already), or -1 when its ranges cannot be fetched safely (no ETag to pin the object by, size
+     * unknown). Called once, before the restore reads anything: its script offsets count from there. */
+    long long (*base)(void *ud);
+    /* held = 1 while a restore fetches ranges (the object must refuse to be closed), 0 after. */
+    void (*hold)(void *ud, int held);
 };
 
 #endif

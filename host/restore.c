@@ -648,6 +648,7 @@ struct pool {
     const char *path; /* pread from this file, or */
     const struct pgr_range_source *range; /* fetch each block through this */
     void *range_ud;
+    long long range_base; /* script offset 0 is this object offset */
     /* changed by the main thread only while no task is outstanding */
     struct params params;
     int dbver;
@@ -737,7 +738,7 @@ static void run_task(struct pool *p, PGconn *c, int fd, struct task *t, char *bu
     void *h = NULL;
     if (!p->path && t->end > t->start) {
         char e[512] = "";
-        if (!(h = p->range->open(p->range_ud, t->start, t->end, e, sizeof e))) {
+        if (!(h = p->range->open(p->range_ud, p->range_base + t->start, p->range_base + t->end, e, sizeof e))) {
             char m[768];
             snprintf(m, sizeof m, "reading the dump at offset %lld failed: %s", off, e);
             PQputCopyEnd(c, m);
@@ -857,6 +858,7 @@ static struct pool *pool_new(int n, const struct rs_source *src, const struct pa
     p->path = src->path;
     p->range = src->range;
     p->range_ud = src->range_ud;
+    p->range_base = src->range_base;
     atomic_init(&p->pending_bytes, 0);
     if (params_copy(&p->params, params) < 0 || !(p->th = calloc((size_t)n, sizeof *p->th))) {
         params_free(&p->params);
@@ -1349,11 +1351,11 @@ static int runs_beside_loads(const char *sql, size_t len)
 static int is_session_setting(const char *sql, size_t len)
 {
     char w[64];
-    script_words(sql, len, 3, w, sizeof w);
+    script_words(sql, len, 4, w, sizeof w); /* words: "pg_catalog.set_config" is three of them */
     if (!strncmp(w, "set ", 4))
         return strncmp(w, "set local", 9) != 0 && strncmp(w, "set transaction", 15) != 0 &&
                strncmp(w, "set constraints", 15) != 0;
-    return !strncmp(w, "select pg_catalog.set_config", 28) || !strncmp(w, "select set_config", 17);
+    return !strcmp(w, "select pg_catalog . set_config") || !strncmp(w, "select set_config (", 19);
 }
 
 /* Post-data statements that may run beside each other: index builds and primary key / unique

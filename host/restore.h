@@ -17,6 +17,7 @@ struct rs_source {
      * reads each COPY block through range while the main thread reads the stream; NULL if not */
     const struct pgr_range_source *range;
     void *range_ud;
+    long long range_base; /* the object offset of the stream's first byte (range->base) */
 };
 
 /* An error the server (or the executor) reported for one statement. */

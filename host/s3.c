@@ -21,6 +21,7 @@ typedef struct {
 typedef struct {
     pgr_s3_reader *r;
     client_box *owner;
+    int held; /* pg.restore is fetching ranges of it on other threads: close must wait */
 } reader_box;
 
 static int push_s3_error(lua_State *L, const pgr_s3_error *err)
@@ -334,6 +335,7 @@ static int client_open(lua_State *L)
     reader_box *rb = lua_newuserdatauv(L, sizeof *rb, 1);
     rb->r = NULL;
     rb->owner = NULL;
+    rb->held = 0;
     luaL_setmetatable(L, READER_MT);
     /* the reader keeps its client alive */
     lua_pushvalue(L, 1);
@@ -399,11 +401,26 @@ static long range_read(void *h, char *buf, size_t cap, char *err, size_t errcap)
 
 static void range_close(void *h) { pgr_s3_reader_close(h); }
 
-static const struct pgr_range_source reader_ranges = { range_open, range_read, range_close };
+/* Ranges are pinned to the object by its ETag (If-Match): without one a replaced object could mix. */
+static long long range_base(void *ud)
+{
+    reader_box *rb = ud;
+    if (!rb->r || !pgr_s3_reader_etag(rb->r)[0] || pgr_s3_reader_size(rb->r) < 0)
+        return -1;
+    return pgr_s3_reader_offset(rb->r);
+}
+
+static void range_hold(void *ud, int held) { ((reader_box *)ud)->held = held; }
+
+static const struct pgr_range_source reader_ranges = { range_open, range_read, range_close, range_base,
+                                                       range_hold };
 
 static int reader_close(lua_State *L)
 {
     reader_box *rb = check_reader(L);
+    if (rb->held)
+        return luaL_error(L, "the S3 reader is being restored from (pg.restore with jobs): close it after "
+                             "pg.restore returns");
     if (rb->r) {
         pgr_s3_reader_close(rb->r);
         rb->r = NULL;
@@ -414,6 +431,13 @@ static int reader_close(lua_State *L)
         rb->owner = NULL;
     }
     return 0;
+}
+
+/* A collected reader is unreachable: no restore can be fetching its ranges any more. */
+static int reader_gc(lua_State *L)
+{
+    check_reader(L)->held = 0;
+    return reader_close(L);
 }
 
 static int reader_index(lua_State *L)
@@ -463,7 +487,7 @@ int luaopen_pgr_s3_core(lua_State *L)
     };
     static const luaL_Reg meta[] = { { "__gc", client_close }, { "__close", client_close }, { NULL, NULL } };
     pgr_new_class(L, CLIENT_MT, methods, meta);
-    static const luaL_Reg rmeta[] = { { "__gc", reader_close }, { "__close", reader_close }, { NULL, NULL } };
+    static const luaL_Reg rmeta[] = { { "__gc", reader_gc }, { "__close", reader_close }, { NULL, NULL } };
     pgr_new_class(L, READER_MT, NULL, rmeta);
     static const luaL_Reg vmeta[] = { { "__gc", objvec_gc }, { NULL, NULL } };
     pgr_new_class(L, "pgr.s3.objvec", NULL, vmeta);

@@ -605,8 +605,15 @@ static int is_transient(const char *kind)
     return !strcmp(kind, "transfer") || !strcmp(kind, "timeout") || !strcmp(kind, "connect");
 }
 
-/* Opens (or re-opens from r->offset) the GET stream. 0, -1 with err; *transient tells whether a
- * retry could help. */
+/* Ends the reader's current response without reading it further. */
+static void reader_drop(pgr_s3_reader *r)
+{
+    pgr_http_stream_close(r->c);
+    r->open = 0;
+}
+
+/* Opens (or re-opens from r->offset) the GET stream. 0, -1 with err (the stream then closed: nothing
+ * of a wrong answer can be read); *transient tells whether a retry could help. */
 static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
 {
     *transient = 0;
@@ -654,8 +661,7 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
         while (len < sizeof doc - 1 && (n = pgr_http_stream_read(r->c, doc + len, sizeof doc - 1 - len, 10000, &he)) > 0)
             len += (size_t)n;
         doc[len] = 0;
-        pgr_http_stream_close(r->c);
-        r->open = 0;
+        reader_drop(r);
         response_error(r->s, st, doc, len, "GET", r->bucket, r->key, err);
         *transient = st >= 500;
         return -1;
@@ -667,6 +673,7 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
         strip_quotes(et ? et : "", r->etag, sizeof r->etag);
         if (st != 200) {
             s3err(err, "bad_response", st, "GET s3://%s/%s: expected 200, got %ld", r->bucket, r->key, st);
+            reader_drop(r);
             return -1;
         }
     } else {
@@ -676,6 +683,7 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
             s3err(err, "bad_response", st,
                   "GET s3://%s/%s: resuming at byte %lld, the server answered %ld (%s) instead of that range",
                   r->bucket, r->key, r->offset, st, cr ? cr : "no Content-Range");
+            reader_drop(r); /* its body is not those bytes: none of it may be read */
             return -1;
         }
     }
@@ -800,8 +808,7 @@ long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
             return n;
         }
         if (n == 0 && (r->size < 0 || r->offset >= r->size)) {
-            pgr_http_stream_close(r->c);
-            r->open = 0;
+            reader_drop(r);
             return finish(r, err) == 0 ? 0 : -1;
         }
         /* cut: the body ended early or the connection failed */
@@ -811,8 +818,7 @@ long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
         else
             s3err(err, "transfer", 0, "GET s3://%s/%s: the body ended at byte %lld of %lld", r->bucket, r->key,
                   r->offset, r->size);
-        pgr_http_stream_close(r->c);
-        r->open = 0;
+        reader_drop(r);
         while (transient && r->resumes < r->max_resumes) {
             backoff(r->resumes);
             r->resumes++;

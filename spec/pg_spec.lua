@@ -344,6 +344,22 @@ describe("pgr.pg", function()
       assert.equals(7, conn:query("select a from public.via_conn")[1].a)
     end)
 
+    it("gives the parallel connections the session settings the dump made with set_config", function()
+      -- pg_dump writes SELECT pg_catalog.set_config('search_path', '', false); here a search_path
+      -- that the unqualified COPY and CREATE INDEX depend on, run by the pool's connections
+      local path = tmpfile("CREATE SCHEMA sp_app;\n" ..
+        "SELECT pg_catalog.set_config('search_path', 'sp_app', false);\n" ..
+        "CREATE TABLE sp_t (a int);\nCOPY sp_t (a) FROM stdin;\n1\n2\n\\.\n" ..
+        "CREATE INDEX sp_t_a ON sp_t (a);\n" ..
+        "--\n-- PostgreSQL database cluster dump complete\n--\n")
+      local r = assert(pg.restore(srv.params, path, { jobs = 2 }))
+      os.remove(path)
+      assert.equals(0, r.errors.unexpected)
+      assert.equals(2, r.copy_rows)
+      assert.equals(3, conn:query("select sum(a)::int as s from sp_app.sp_t")[1].s)
+      assert.equals(1, conn:query("select count(*)::int as n from pg_indexes where schemaname = 'sp_app'")[1].n)
+    end)
+
     it("rejects misuse with argument errors", function()
       assert.has_error(function() pg.restore(srv.params, 42) end)
       assert.has_error(function() pg.restore(srv.params, "-", { jobs = 0 }) end)

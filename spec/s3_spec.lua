@@ -242,6 +242,26 @@ describe("pgr.s3 against radosgw", function()
       proxy.stop()
     end)
 
+    it("refuses a resume answered with other bytes than the range it asked for, taking none of them", function()
+      local proxy = srv.cutting_proxy(700 * 1000, 1, "unranged")
+      local cut = client { endpoint = proxy.endpoint }
+      local r = assert(cut:open(BUCKET, KEY))
+      local got, chunk, err = 0, nil, nil
+      repeat
+        chunk, err = r:read(100000)
+        if chunk then got = got + #chunk end
+      until not chunk
+      assert.is_not_nil(err)
+      assert.equals("bad_response", err.code)
+      assert.matches(("resuming at byte %d, the server answered 200 %%(no Content%%-Range%%) instead of that range")
+        :format(got), err.message)
+      assert.is_true(got < 700 * 1000)
+      assert.equals(got, r.offset)
+      r:close()
+      cut:close()
+      proxy.stop()
+    end)
+
     it("gives up after the allowed resumes, with a transport error and no file", function()
       local proxy = srv.cutting_proxy(500 * 1000, 3)
       local cut = client { endpoint = proxy.endpoint }
@@ -447,6 +467,23 @@ describe("pgr.s3 against radosgw", function()
       assert.equals(30000 + 15000 + 8000, r2.copy_rows)
       local want = dumpall(serial, tmpdir .. "/serial.out")
       assert.equals(want, dumpall(parallel, tmpdir .. "/parallel.out"))
+
+      -- a reader the caller has begun reading: its ranges count from where it stood
+      local late = start("127.22.1.9")
+      reader = assert(c:open(BUCKET, key))
+      assert.equals("--\n", reader:read(3))
+      -- and while the restore fetches its ranges, the reader refuses to be closed under it
+      local close_err
+      local function progress()
+        if close_err == nil then close_err = select(2, pcall(reader.close, reader)) end
+      end
+      local r4 = assert(pg.restore(late.params, reader, { jobs = 2, on_error = expected, progress = progress,
+                                                          progress_interval = 0 }))
+      assert.matches("being restored from", tostring(close_err))
+      reader:close()
+      assert.equals(2, r4.jobs)
+      assert.equals(r1.copy_rows, r4.copy_rows)
+      assert.equals(want, dumpall(late, tmpdir .. "/late.out"))
 
       -- an object replaced while its ranges are being fetched fails loudly instead of mixing bytes
       local again = start("127.22.1.8")

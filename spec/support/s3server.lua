@@ -4,6 +4,8 @@
 --   local srv = s3server.start()          -- srv.endpoint, srv.access_key, srv.secret_key, srv.region
 --   local p = srv.cutting_proxy(after, cuts)   -- p.endpoint: the first `cuts` connections die after
 --                                              -- `after` bytes; p.stop()
+--   srv.cutting_proxy(after, cuts, "unranged")  -- and after a cut, 206 answers arrive as 200 without
+--                                              -- Content-Range (a proxy that mangles ranges)
 --   srv.stop()                            -- daemons gone, directory removed; safe twice
 -- The cluster also dies with this process (rgw.sh watches our pid), so a crashed spec leaves nothing.
 local sys = require "pgr.sys"
@@ -34,10 +36,10 @@ function M.start(opts)
   }
   srv.host, srv.port = srv.endpoint:match("^http://([^:/]+):(%d+)")
   local proxies = {}
-  function srv.cutting_proxy(after, cuts)
+  function srv.cutting_proxy(after, cuts, mode)
     local pdir = capture("mktemp -d /tmp/pgr-cutproxy.XXXXXX"):gsub("%s+$", "")
-    local pid = capture(("python3 %s/tests/s3/cutproxy.py %s %s %s %d %d %d > %s/out 2>&1 & echo $!"):format(
-      ROOT, M.ADDR, srv.host, srv.port, after, cuts, sys.getpid(), sh_quote(pdir))):match("%d+")
+    local pid = capture(("python3 %s/tests/s3/cutproxy.py %s %s %s %d %d %d %s > %s/out 2>&1 & echo $!"):format(
+      ROOT, M.ADDR, srv.host, srv.port, after, cuts, sys.getpid(), mode or "", sh_quote(pdir))):match("%d+")
     local port
     for _ = 1, 100 do
       local f = io.open(pdir .. "/out")

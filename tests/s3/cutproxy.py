@@ -2,7 +2,10 @@
 # tests/s3/cutproxy.py — a TCP relay in front of the S3 server that cuts connections mid-body on
 # demand: the first CUTS connections carrying more than AFTER bytes towards the client are closed
 # (RST) right after exactly AFTER bytes, as a dropped link would. Prints "port=N" once listening.
-# Usage: cutproxy.py LISTEN_ADDR UPSTREAM_HOST UPSTREAM_PORT AFTER CUTS WATCH_PID
+# Usage: cutproxy.py LISTEN_ADDR UPSTREAM_HOST UPSTREAM_PORT AFTER CUTS WATCH_PID [MODE]
+# MODE "unranged": once a connection has been cut, later answers of 206 Partial Content reach the
+# client as "200 OK" without their Content-Range, as from a cache or proxy that mangles ranges: a
+# client must refuse such an answer to a resume rather than take its bytes for the ones it asked for.
 # The relay exits when WATCH_PID (the test process) is gone. A control file is not needed: the
 # spec starts one relay per scenario.
 import os
@@ -14,6 +17,7 @@ import time
 
 listen_addr, up_host, up_port, after, cuts, watch = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
     int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+mode = sys.argv[7] if len(sys.argv) > 7 else ""
 lock = threading.Lock()
 state = {"cuts_left": cuts, "cut": 0}
 
@@ -61,11 +65,22 @@ def serve(client):
     sent = 0
     with lock:
         will_cut = state["cuts_left"] > 0
+        unrange = mode == "unranged" and state["cut"] > 0
+    head = b""
     try:
         while True:
             data = upstream.recv(65536)
             if not data:
                 break
+            if unrange:
+                head += data
+                end = head.find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                lines = head[:end].split(b"\r\n")
+                if lines[0].split(b" ")[1:2] == [b"206"]:
+                    lines = [b"HTTP/1.1 200 OK"] + [h for h in lines[1:] if not h.lower().startswith(b"content-range:")]
+                data, head, unrange = b"\r\n".join(lines) + head[end:], b"", False
             if will_cut and sent + len(data) > after:
                 with lock:
                     if state["cuts_left"] > 0:
