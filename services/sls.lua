@@ -36,5 +36,8 @@ return restore.procedure {
           return true
         end, touches = "changes: grants on sls and service_db" },
     },
+    after = {
+      { "Verify SLS answers", restore.site_step("sls_verify"), touches = "runs: commands.sls_verify" },
+    },
   },
 }
