@@ -289,8 +289,16 @@ end
 
 function M.rerun_job(ctx, name, opts)
   opts = opts or {}
-  local job, err = ctx.k8s:get("job", name)
-  if not job then return nil, err end
+  -- replace --force deletes the job before it creates it again: a run killed in between finds no
+  -- job on --resume, so its spec is saved first and a resumed step re-creates it from that copy
+  local key = ("job-%s.json"):format(name)
+  local job = ctx.saved[key]
+  if not job then
+    local err
+    job, err = ctx.k8s:get("job", name)
+    if not job then return nil, err end
+    ctx:save(key, job)
+  end
   return ctx:write(("re-run job %s/%s (replace --force)"):format(ctx.svc.namespace, name), function()
     local created, cerr = ctx.k8s:replace_force(job, { timeout = opts.timeout or M.defaults.job_timeout })
     if not created then return nil, cerr end
@@ -740,10 +748,13 @@ local function preflight_steps(svc)
     touches = ("reads: postgresql %s/%s, %s %s"):format(svc.namespace, svc.cluster, svc.client.kind, svc.client.name),
     run = function(ctx)
       local pgo, err = ctx.k8s:get("postgresql", svc.cluster)
-      if not pgo then return nil, err end
+      -- gone is fine only when a run that deleted it left its copy to this one (pgr run --new)
+      local recreatable = svc.recreate ~= false and ctx.saved["postgresql.json"]
+      if not pgo and not (recreatable and require("pgr.k8s").is_not_found(err)) then return nil, err end
       local cl
       cl, err = ctx.k8s:get(svc.client.kind, svc.client.name)
       if not cl then return nil, err end
+      if not pgo then return ("%s is gone: it is created again from the copy saved by an earlier run"):format(svc.cluster) end
       return ("%s is %s"):format(svc.cluster, tostring(field(pgo, "status", "PostgresClusterStatus")))
     end,
   }
@@ -997,7 +1008,7 @@ function M.procedure(svc)
       if not cl then return nil, err end
       local pgo
       pgo, err = ctx.k8s:get("postgresql", svc.cluster)
-      if not pgo then return nil, err end
+      if not pgo and ctx.state.instances == nil then return nil, err end -- else recorded by an earlier run
       local replicas = ctx:remember("client_replicas", field(cl, "spec", "replicas") or 1)
       local instances = ctx:remember("instances", field(pgo, "spec", "numberOfInstances") or 1)
       if replicas == 0 then
@@ -1153,6 +1164,10 @@ function M.procedure(svc)
     title = svc.title or ("Restore Postgres for " .. svc.service),
     cluster = svc.namespace .. "/" .. svc.cluster,
     steps = steps,
+    -- what a `pgr run --new` takes over from an unfinished run that had changed the cluster: its
+    -- record of the cluster before the change (runbook.run)
+    inherit = { "client_replicas", "instances" },
+    inherit_saved = { "postgresql.json", "secrets.json" },
     service = svc,
     setup = function(ctx)
       ctx.svc = svc

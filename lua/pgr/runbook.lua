@@ -2,6 +2,8 @@
 -- asks once before the first destructive step, runs it with a journal, a lock and redaction, and resumes it.
 --
 -- runbook.procedure{name=, title=, cluster=, steps={...}, setup=fn(ctx)|nil} -> proc (validated; raises on misuse)
+--   inherit = { "state key", ... }, inherit_saved = { "saved file", ... }: what a --new run takes over
+--   from an unfinished run that had already changed something (its record of the world before that)
 --   step = { name = "Scale spire-server to 0 and wait until its pods are gone",  -- the runbook's sentence
 --            destructive = bool,      -- asks for confirmation before the first one
 --            preflight = bool,        -- a check: failing here exits 3, nothing changed
@@ -210,6 +212,8 @@ local function summarize(dir, id)
       run.procedure, run.cluster, run.source, run.started = ev.procedure, ev.cluster, ev.source, ev.time
     elseif ev.event == "step_done" then
       run.done[ev.name] = true
+    elseif ev.event == "write" then
+      run.wrote = true -- it changed the cluster
     elseif ev.event == "run_finished" then
       run.finished, run.status = true, ev.status
     end
@@ -231,6 +235,32 @@ function M.runs(state_dir, proc)
   -- ids sort by their UTC timestamp; newest first
   table.sort(list, function(a, b) return a.id > b.id end)
   return list
+end
+
+-- A --new run after a run that changed the cluster: that run's record of the cluster before the change
+-- (the state keys in proc.inherit, the saved files in proc.inherit_saved) becomes this run's.
+local function take_over(proc, inherit, run_dir, state)
+  local prev, kept = inherit.state, {}
+  for _, k in ipairs(proc.inherit or {}) do
+    if prev[k] ~= nil then
+      state[k] = prev[k]
+      kept[#kept + 1] = ("%s = %s"):format(k, tostring(prev[k]))
+    end
+  end
+  for _, name in ipairs(proc.inherit_saved or {}) do
+    local kind = (prev._saved or {})[name]
+    local data = kind and read_file(inherit.run.dir .. "/saved/" .. name)
+    if data then
+      local ok, err = sys.write_file(run_dir .. "/saved/" .. name, data, 384)
+      if not ok then return nil, err end
+      state._saved = state._saved or {}
+      state._saved[name] = kind
+      kept[#kept + 1] = name
+    end
+  end
+  ui.warn(("run %s had already changed %s: this run keeps what it recorded before that (%s)")
+    :format(inherit.run.id, proc.cluster, #kept > 0 and table.concat(kept, ", ") or "nothing"))
+  return true
 end
 
 local function newest_unfinished(state_dir, proc)
@@ -511,6 +541,7 @@ function M.run(proc, opts)
   -- Which run: a new one, or the newest unfinished one on --resume.
   local run = newest_unfinished(state_dir, proc)
   local run_dir, state, resumed = nil, {}, false
+  local inherit, abandon
   if opts.resume then
     if not run then
       ui.error(("no unfinished run of %s to resume in %s/runs"):format(proc.name, state_dir))
@@ -538,13 +569,23 @@ function M.run(proc, opts)
     release()
     return EXIT.usage
   elseif run then
-    -- --new: the unfinished runs are closed, so a later --resume cannot fall back on one of them
-    for _, old in ipairs(M.runs(state_dir, proc)) do
-      if not old.finished then
-        local t = sys.time()
-        sys.append_line(old.dir .. "/journal.jsonl", assert(encode({ event = "run_finished", status = "abandoned",
-          time = t, at = iso(t), by_pid = sys.getpid() })))
-        ui.warn(("run %s did not finish; it is closed as abandoned (its saved files stay in %s)"):format(old.id, old.dir))
+    -- --new. A run that changed the cluster recorded what the cluster was before (proc.inherit: the
+    -- counts to restore; proc.inherit_saved: the objects it saved): the cluster as it is now would be
+    -- taken for the original, so the new run starts from that record.
+    if run.wrote then
+      local st = read_file(run.dir .. "/state.json")
+      inherit = { run = run, state = st and decode(st) or {} }
+    end
+    -- The unfinished runs are closed, so a later --resume cannot fall back on one of them; only once
+    -- this run's checks have passed, so that a failed check leaves them to --resume.
+    abandon = function()
+      for _, old in ipairs(M.runs(state_dir, proc)) do
+        if not old.finished and old.dir ~= run_dir then
+          local t = sys.time()
+          sys.append_line(old.dir .. "/journal.jsonl", assert(encode({ event = "run_finished", status = "abandoned",
+            time = t, at = iso(t), by_pid = sys.getpid() })))
+          ui.warn(("run %s did not finish; it is closed as abandoned (its saved files stay in %s)"):format(old.id, old.dir))
+        end
       end
     end
   end
@@ -573,6 +614,7 @@ function M.run(proc, opts)
       math.floor((now % 1) * 1000), sys.getpid())
     run_dir = state_dir .. "/runs/" .. id
     ok, err = sys.mkdir(run_dir .. "/saved", 448)
+    if ok and inherit then ok, err = take_over(proc, inherit, run_dir, state) end
     if not ok then
       ui.error(err_text(err))
       release()
@@ -597,7 +639,7 @@ function M.run(proc, opts)
     ui.line(("resuming %s in %s"):format(proc.name, run_dir))
   else
     ctx:_journal({ event = "run_started", procedure = proc.name, cluster = proc.cluster, pid = sys.getpid(),
-                   source = opts.source or {}, steps = step_names })
+                   source = opts.source or {}, steps = step_names, inherited_from = inherit and inherit.run.id })
     ctx:_persist_state()
   end
   ui.json({ event = resumed and "run_resumed" or "run_started", procedure = proc.name,
@@ -641,6 +683,10 @@ function M.run(proc, opts)
   local t_run = sys.now()
   for i, s in ipairs(proc.steps) do
     ctx.step = i
+    if abandon and not s.preflight then
+      abandon()
+      abandon = nil
+    end
     if done[s.name] then
       ui.step_skipped(i, n, s.name, "done in an earlier run")
     else

@@ -22,4 +22,19 @@ is "the rediscovery ran" "$(cat "$E2E/hsm-rediscover" 2>/dev/null)" rediscover
 sql cray-smd-postgres hmsds "DELETE FROM node_nid_mapping" || bail "break again"
 restore_and_check "hsm without a manifest" hsm cray-smd-postgres services deployment cray-smd 3 \
   "$USERS" hmsds --dump "$DUMP"
+
+# replace --force deletes the job before it creates it again: when the API refuses the create, the
+# job is gone, and --resume re-creates it from the copy the step saved
+sql cray-smd-postgres hmsds "DELETE FROM node_nid_mapping" || bail "break a third time"
+"$KS" fault "$SIM" --path 'namespaces/services/jobs([?].*)?$' --method POST --code 500 --count -1 >/dev/null || bail fault
+pgr_run services/hsm.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
+is "a refused job create stops the run (exit 1)" "$?" 1
+"$KS" admin "$SIM" '{"op":"clear_faults"}' >/dev/null
+is "the job is gone from the cluster" "$(kubectl get job cray-smd-init -n services -o name 2>/dev/null)" ""
+pgr_run services/hsm.lua --resume --yes; rc=$?
+is "--resume re-creates the job from its saved copy and completes" "$rc" 0
+[ "$rc" = 0 ] || show_out 20
+is "cray-smd-init exists again and completed" \
+   "$(kubectl get job cray-smd-init -n services -o jsonpath='{.status.conditions[?(@.type=="Complete")].status}')" True
+is "the hmsds database equals the backup" "$(fingerprints cray-smd-postgres hmsds)" "$FP0"
 done_testing

@@ -29,6 +29,10 @@ How it runs:
   4. If a step fails or pgr is interrupted, fix the cause and run the same command with
      --resume: it continues at the first step not done, with what earlier steps recorded.
      Only one run per cluster at a time (a lock); a lock left by a killed run is reported.
+  5. --new starts over instead (another --backup or --dump, say). If the unfinished run had already
+     changed the cluster, the new run keeps what that run recorded before the change (replica
+     count, numberOfInstances, the saved postgresql object and secrets): the cluster as it is now
+     is half-restored. The unfinished run is closed once the new run's checks have passed.
 
 --jobs N loads the dump's tables over N connections to the database pod and builds their indexes
 side by side (default: the site's restore_jobs, else 1), from S3 as from a file.
@@ -58,7 +62,7 @@ failed before anything changed, or another run holds the cluster's lock; 130 int
     { name = "dry-run", short = "n", help = "run the reads and checks, print the changes, change nothing" },
     { name = "yes", short = "y", help = "do not ask before the destructive steps" },
     { name = "resume", help = "continue the newest unfinished run of this procedure" },
-    { name = "new", help = "start a new run; an unfinished one is closed as abandoned" },
+    { name = "new", help = "start over; an unfinished run is closed, its record of the cluster kept" },
     { name = "json", help = "machine-readable events on stdout, one JSON object per line" },
     { name = "quiet", short = "q", help = "no progress bars or status lines" },
     { name = "state-dir", value = "DIR", help = "where runs are journaled" },
