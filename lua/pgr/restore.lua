@@ -819,14 +819,23 @@ local function stream_dump(ctx)
   admin, err = M.admin(ctx, "postgres")
   if not admin then return nil, err end
   local loader_pw = ctx:secret(random_password())
+  local loader = pg.quote_ident(M.LOADER)
+  -- a stream that fails leaves the loader unable to log in (a resumed step enables it again), so no
+  -- superuser with a forgotten password stays behind; the error is the stream's
+  local function fail(e)
+    admin:exec(("ALTER ROLE %s NOLOGIN PASSWORD NULL"):format(loader))
+    admin:close()
+    return nil, e
+  end
   local ok, e = admin:exec(("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN "
-    .. "CREATE ROLE %s LOGIN SUPERUSER; END IF; END$$"):format(pg.quote_literal(M.LOADER), pg.quote_ident(M.LOADER)))
+    .. "CREATE ROLE %s; END IF; END$$; ALTER ROLE %s LOGIN SUPERUSER"):format(pg.quote_literal(M.LOADER), loader, loader))
   if ok then ok, e = admin:set_password(M.LOADER, loader_pw) end
-  if not ok then admin:close() return nil, e end
-  local pod = assert(M.master(ctx))
+  if not ok then return fail(e) end
+  local pod, perr = M.master(ctx)
+  if not pod then return fail(perr) end
   local password = current_password(ctx, "postgres")
   local src, size, label = open_dump(ctx)
-  if not src then admin:close() return nil, size end
+  if not src then return fail(size) end
   ctx:set("dump_started", true)
   ctx:_journal({ event = "write", step = ctx.step, description = "stream " .. label .. " into " .. pod.metadata.name })
   local bar = ctx:progress({ label = "restore " .. svc.cluster, total = size, unit = "bytes" })
@@ -842,8 +851,7 @@ local function stream_dump(ctx)
   if type(src) ~= "string" and src.close then src:close() end
   if not res then
     bar:finish()
-    admin:close()
-    return nil, err
+    return fail(err)
   end
   bar:finish(("restored %s: %d statements, %d COPY rows, %d expected errors%s"):format(label, res.statements or 0,
     res.copy_rows or 0, res.errors and res.errors.count or 0,
@@ -857,14 +865,13 @@ local function stream_dump(ctx)
       tostring(fe.sqlstate), tostring(fe.message)))
   end
   if not res.ok then
-    admin:close()
     local first
     for _, fe in ipairs(res.errors and res.errors.first or {}) do
       if not fe.expected then first = fe break end
     end
-    return nil, errors.new("restore", ("%d unexpected error(s) restoring %s%s; the cluster is left with one "
+    return fail(errors.new("restore", ("%d unexpected error(s) restoring %s%s; the cluster is left with one "
       .. "instance and the client scaled to 0"):format(res.errors and res.errors.unexpected or 0, label,
-      first and (": line " .. tostring(first.line) .. ": " .. tostring(first.message)) or ""), { result = res })
+      first and (": line " .. tostring(first.line) .. ": " .. tostring(first.message)) or ""), { result = res }))
   end
   -- What the loader created without an explicit owner goes to postgres, as with psql -U postgres.
   local dbs = {}
@@ -876,14 +883,13 @@ local function stream_dump(ctx)
       ok, e = c:exec(("REASSIGN OWNED BY %s TO postgres; DROP OWNED BY %s"):format(pg.quote_ident(M.LOADER),
         pg.quote_ident(M.LOADER)))
       c:close()
-      if not ok then admin:close() return nil, e end
+      if not ok then return fail(e) end
     elseif not tostring(cerr):find("does not exist", 1, true) then
-      admin:close()
-      return nil, cerr
+      return fail(cerr)
     end
   end
-  ok, e = admin:exec("DROP ROLE " .. pg.quote_ident(M.LOADER))
-  if not ok then admin:close() return nil, e end
+  ok, e = admin:exec("DROP ROLE " .. loader)
+  if not ok then return fail(e) end
   -- Without a manifest the secrets stay as they are: keep the postgres role on its secret now, so
   -- this and later steps (and a resumed run) can connect.
   if not ctx.state.manifest and password then

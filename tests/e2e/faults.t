@@ -56,4 +56,13 @@ ok $? "the error is named with its dump line"
 is "spire-server stays scaled to 0" "$(replicas statefulset spire-server spire)" 0
 is "spire-postgres stays at one instance" "$(instances spire-postgres spire)" 1
 grep -q "UNEXPECTED 42P01" "$(newest_run)/log"; ok $? "the run's log lists the unexpected error"
+# (over the pod's socket: the dump has set postgres's password to the backup's, not the new secret's)
+is "the loader role left behind cannot log in" \
+   "$(socket_sql "$(socket_dir spire-postgres)" postgres "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'pgr_restore'")" f
+# starting over with a good dump: the counts restored are those recorded before the failed run's changes
+pgr_run services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes --new
+is "--new with the good dump: exit 0" "$?" 0
+is "spire-server is back at 3 replicas, as before the failed run" "$(replicas statefulset spire-server spire)" 3
+is "spire-postgres is back at 3 instances, as before the failed run" "$(instances spire-postgres spire)" 3
+is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"
 done_testing
