@@ -847,6 +847,8 @@ static void *worker(void *arg)
     return NULL;
 }
 
+static void pool_free(struct pool *p);
+
 static struct pool *pool_new(int n, const struct rs_source *src, const struct params *params)
 {
     struct pool *p = calloc(1, sizeof *p);
@@ -869,6 +871,10 @@ static struct pool *pool_new(int n, const struct rs_source *src, const struct pa
         if (pthread_create(&p->th[i], NULL, worker, p) != 0)
             break;
         p->nthreads++;
+    }
+    if (p->nthreads == 0) { /* no thread to run a task: the restore goes on serially */
+        pool_free(p);
+        return NULL;
     }
     return p;
 }
@@ -1175,9 +1181,33 @@ static void flush_batch(struct exec *x)
         struct task *t = x->batch;
         x->batch = t->next;
         t->next = NULL;
+        if (x->stop) { /* stopped: nothing later in the dump is loaded */
+            atomic_fetch_sub(&x->pool->pending_bytes, t->end - t->start);
+            task_free(t);
+            continue;
+        }
         pool_push(x->pool, t);
     }
     x->batch_tail = NULL;
+}
+
+/* After a stop: the tasks no worker has started are dropped, as psql runs nothing after the error. */
+static void drop_queued(struct exec *x)
+{
+    struct pool *p = x->pool;
+    pthread_mutex_lock(&p->mu);
+    struct task *t = p->head;
+    p->head = p->tail = NULL;
+    for (struct task *u = t; u; u = u->next) {
+        p->outstanding--;
+        if (u->kind == TASK_COPY)
+            atomic_fetch_sub(&p->pending_bytes, u->end - u->start);
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (struct task *n; t; t = n) {
+        n = t->next;
+        task_free(t);
+    }
 }
 
 /* Results of finished parallel tasks: counted, errors classified; statements that lost a lock race
@@ -1198,10 +1228,12 @@ static void collect(struct exec *x, struct task *t)
             PGresult *res = PQexec(x->conn, t->sql);
             ExecStatusType s = PQresultStatus(res);
             if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-                if (!lost(x, t->line, 0))
-                    record_result_error(x, res, t->sql, t->line, 0);
+                if (!lost(x, t->line, t->start))
+                    record_result_error(x, res, t->sql, t->line, t->start);
             }
             PQclear(res);
+        } else if (t->failed && t->lost && x->r->fatal) {
+            /* the restore already failed (the server went away): this is the same failure */
         } else if (t->failed) {
             if (t->lost && !x->stop) {
                 fatal(x, "connection_lost", t->line, t->start,
@@ -1228,6 +1260,8 @@ static void collect(struct exec *x, struct task *t)
         task_free(t);
         t = next;
     }
+    if (x->stop)
+        drop_queued(x);
     if (x->deferred)
         release_deferred(x);
 }
@@ -1236,6 +1270,7 @@ static void barrier(struct exec *x)
 {
     if (!x->pool)
         return;
+    collect(x, pool_take_done(x->pool, 0, &(int){ 0 }));
     flush_batch(x);
     for (;;) {
         int outstanding;
@@ -1380,6 +1415,19 @@ static int is_parallel_post_data(const char *sql, size_t len)
     return !strncmp(sp, " primary key", 12) || !strncmp(sp, " unique ", 8) || !strcmp(sp, " unique");
 }
 
+/* Whether loading the table fires triggers (a foreign key's check, a user trigger): a data-only dump
+ * orders such loads (referenced tables first), so they may not run beside the others. */
+static int has_insert_triggers(struct exec *x, const char *table)
+{
+    const char *v[1] = { table };
+    PGresult *res = PQexecParams(x->conn, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = "
+                                 "pg_catalog.to_regclass($1) AND tgenabled <> 'D' AND (tgtype & 4) <> 0)",
+                                 1, NULL, v, NULL, NULL, 0);
+    int yes = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    return yes;
+}
+
 static int on_statement(void *ud, const char *sql, size_t len, const struct script_pos *pos)
 {
     struct exec *x = ud;
@@ -1398,6 +1446,8 @@ static int on_statement(void *ud, const char *sql, size_t len, const struct scri
             char raw[512], table[512];
             script_is_copy_from_stdin(sql, len, raw, sizeof raw);
             norm_table(raw, table, sizeof table);
+            if (has_insert_triggers(x, raw))
+                goto serial;
             if (has_name(x->inflight, x->ninflight, table))
                 wait_loaded(x, table);
             push_str(&x->inflight, &x->ninflight, table);
@@ -1407,6 +1457,7 @@ static int on_statement(void *ud, const char *sql, size_t len, const struct scri
             x->copy_mode = COPY_DISPATCH;
             return x->stop ? SCRIPT_STOP : SCRIPT_COPY;
         }
+    serial:
         barrier(x);
         PGresult *res = PQexec(x->conn, sql);
         ExecStatusType s = PQresultStatus(res);

@@ -174,4 +174,79 @@ else
   nok "connection killed mid-COPY" "killed=$killed rc=$rc" "$(cat "$T/kill.out")"
 fi
 
+# ---- --jobs where the order of the loads matters
+# A data-only dump into an existing schema: the child's foreign key checks the parent's rows, so its
+# load may not run beside the parent's (pg_dump orders such dumps referenced tables first)
+up fksrc 127.21.1.11
+psql_ fksrc -v ON_ERROR_STOP=1 -d postgres -c "CREATE TABLE public.parent (id int PRIMARY KEY, pad text);
+  CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent);
+  INSERT INTO public.parent SELECT g, repeat('x', 100) FROM generate_series(1, 300000) g;
+  INSERT INTO public.child SELECT g, g FROM generate_series(1, 1000) g;" >/dev/null
+eval "pg_dumpall -h \$addr_fksrc -p \$port_fksrc -U postgres --schema-only" > "$T/fkschema.sql"
+eval "pg_dumpall -h \$addr_fksrc -p \$port_fksrc -U postgres --data-only" > "$T/fkdata.sql"
+up fkdst 127.21.1.12
+psql_ fkdst -d postgres -f "$T/fkschema.sql" >/dev/null 2>&1
+expect "a data-only dump with a foreign key between its tables loads with --jobs 2" 0 '\(0 unexpected\)|no errors' \
+  "$PGR" restore --jobs 2 --conn "$(conn fkdst)" "$T/fkdata.sql"
+rows=$(psql_ fkdst -d postgres -Atc "SELECT (SELECT count(*) FROM public.parent) || ' ' || (SELECT count(*) FROM public.child)")
+[ "$rows" = "300000 1000" ] && ok "every parent and child row is loaded" || nok "every parent and child row is loaded" "got: $rows"
+
+# --stop-on-error: as with psql's ON_ERROR_STOP, what comes after the first error is not loaded, but
+# for the loads other connections had already taken when the error came back (the bad load is the
+# second biggest, so one connection takes the small ones after it: a few at most, never all six)
+{
+  echo 'CREATE TABLE public.big (id int, v text);'
+  echo 'CREATE TABLE public.bad (id int);'
+  for i in 1 2 3 4 5 6; do echo "CREATE TABLE public.s$i (id int);"; done
+  echo 'COPY public.big (id, v) FROM stdin;'
+  seq 1 300000 | awk '{ print $1 "\tsome text payload " $1 }'
+  echo '\.'
+  echo 'COPY public.bad (id) FROM stdin;'
+  echo 'not-a-number'
+  seq 1 20000
+  echo '\.'
+  for i in 1 2 3 4 5 6; do echo "COPY public.s$i (id) FROM stdin;"; seq 1 1000; echo '\.'; done
+  echo '--'
+  echo '-- PostgreSQL database cluster dump complete'
+  echo '--'
+} > "$T/stopjobs.sql"
+up stopj 127.21.1.13
+expect "--stop-on-error with --jobs 2 stops at the bad load" 1 '\[22P02\]' \
+  "$PGR" restore --jobs 2 --stop-on-error --conn "$(conn stopj)" "$T/stopjobs.sql"
+loaded=$(psql_ stopj -d postgres -Atc "SELECT (SELECT count(*) > 0 FROM public.s1)::int + (SELECT count(*) > 0 FROM public.s2)::int
+  + (SELECT count(*) > 0 FROM public.s3)::int + (SELECT count(*) > 0 FROM public.s4)::int
+  + (SELECT count(*) > 0 FROM public.s5)::int + (SELECT count(*) > 0 FROM public.s6)::int")
+[ "$loaded" -le 3 ] && ok "at most three of the six later tables were loaded ($loaded)" ||
+  nok "at most three of the six later tables were loaded" "$loaded were"
+
+# The server going away under --jobs is one failure, reported once, however many loads were queued
+{
+  echo 'CREATE TABLE public.big1 (id int, v text);'
+  echo 'CREATE TABLE public.big2 (id int, v text);'
+  for i in 1 2 3 4 5 6; do echo "CREATE TABLE public.q$i (id int);"; done
+  for t in big1 big2; do
+    echo "COPY public.$t (id, v) FROM stdin;"
+    seq 1 1500000 | awk '{ print $1 "\tsome text payload " $1 }'
+    echo '\.'
+  done
+  for i in 1 2 3 4 5 6; do echo "COPY public.q$i (id) FROM stdin;"; seq 1 100; echo '\.'; done
+  echo '--'
+  echo '-- PostgreSQL database cluster dump complete'
+  echo '--'
+} > "$T/lost.sql"
+up lost 127.21.1.14
+"$PGR" restore --jobs 2 --conn "$(conn lost)" "$T/lost.sql" > "$T/lost.out" 2>&1 &
+rpid=$!
+for _ in $(seq 1 200); do
+  [ "$(psql_ lost -d postgres -Atc "select count(*) from pg_stat_activity where query like 'COPY public.big%' and state = 'active'")" = 2 ] && break
+  sleep 0.05
+done
+"$LIB" down "$T/lost"
+wait $rpid; rc=$?
+if [ $rc = 1 ] && grep -q 'connection was lost' "$T/lost.out" && grep -qE '(^|[^0-9])0 errors' "$T/lost.out"; then
+  ok "the server stopping under --jobs 2 is one failure, not an error per queued load"
+else
+  nok "the server stopping under --jobs 2 is one failure, not an error per queued load" "rc=$rc" "$(head -c 1500 "$T/lost.out")"
+fi
+
 echo "1..$n"
