@@ -622,6 +622,8 @@ int pgr_http_perform(pgr_http_client *c, const pgr_http_request *req, pgr_http_r
     return rc;
 }
 
+static long long now_ms(void);
+
 int pgr_http_stream_open(pgr_http_client *c, const pgr_http_request *req, pgr_http_response *resp,
                          pgr_http_error *err)
 {
@@ -637,8 +639,19 @@ int pgr_http_stream_open(pgr_http_client *c, const pgr_http_request *req, pgr_ht
         c->streaming = 0;
         return -1;
     }
-    while (!c->done && !c->headers_done)
-        drive(c, 1000);
+    long long until = req->open_timeout_ms > 0 ? now_ms() + req->open_timeout_ms : 0;
+    while (!c->done && !c->headers_done) {
+        long long left = until ? until - now_ms() : 1000;
+        if (left <= 0) {
+            char origin[256];
+            pgr_http_url_origin(req->url, origin, sizeof origin);
+            set_error(err, "timeout", CURLE_OPERATION_TIMEDOUT, "%s %s: timed out waiting for the response",
+                      req->method ? req->method : "GET", origin);
+            finish_transfer(c);
+            return -1;
+        }
+        drive(c, left < 1000 ? (int)left : 1000);
+    }
     /* a transfer that failed after its headers (a watch cut right after its first events) still
      * opens: the reader gets the bytes that arrived, then the error */
     if (c->done && !c->headers_done && (c->result != CURLE_OK || c->fail_kind)) {

@@ -79,6 +79,7 @@ typedef struct {
     long buffer_size;            /* libcurl's receive buffer (CURLOPT_BUFFERSIZE); 0 = its default */
     /* 0 = the client's default; -1 = none for this request. */
     long timeout_ms, connect_timeout_ms, low_speed_limit, low_speed_time;
+    long open_timeout_ms; /* pgr_http_stream_open: fail ("timeout") without headers by then; 0 = none */
 } pgr_http_request;
 
 typedef struct {

@@ -275,6 +275,7 @@ static int k8s_watch(lua_State *L)
     long connect_ms = seconds_ms(L, 3, "connect_timeout", c->connect_timeout_ms / 1000.0);
     long total_ms = seconds_ms(L, 3, "timeout", 0);
     long idle_s = (long)pgr_opt_integer(L, 3, "idle", 0);
+    long open_ms = seconds_ms(L, 3, "open_timeout", 0);
 
     k8s_stream *s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s);
@@ -299,6 +300,7 @@ static int k8s_watch(lua_State *L)
     rq->connect_timeout_ms = connect_ms > 0 ? connect_ms : 0;
     rq->low_speed_limit = idle_s > 0 ? 1 : -1;
     rq->low_speed_time = idle_s > 0 ? idle_s : -1;
+    rq->open_timeout_ms = open_ms;
     if (pgr_http_stream_open(s->http, rq, &s->rs, &err) != 0) {
         stream_release(s);
         return push_http_error(L, &err);

@@ -379,6 +379,54 @@ describe("pgr.k8s", function()
       w:close()
     end)
 
+    it("a watch whose re-list after 410 failed lists again before it watches: no deletion is missed", function()
+      for _, n in ipairs { "gap-a", "gap-b" } do
+        local cm = configmap(n, { v = "1" })
+        cm.metadata.labels = { t = "gap" }
+        assert(k:create(cm))
+      end
+      local w = assert(k:watch("cm", { labels = "t=gap" }))
+      assert.equals("ADDED", w:next(1).type)
+      assert.equals("ADDED", w:next(1).type)
+      -- the next watch gets 410, and every attempt of the re-list that follows fails
+      sim:fault { kind = "gone", count = 1, path = "configmaps.*watch=1" }
+      sim:fault { kind = "error", code = 503, count = k8s.defaults.attempts, method = "GET",
+                  path = "configmaps\\?labelSelector" }
+      w:drop_stream()
+      assert(k:delete("cm", "gap-a"))
+      assert(k:delete("cm", "gap-b"))
+      local gone = {}
+      for ev in w:events(5) do
+        if ev.type == "DELETED" then gone[#gone + 1] = ev.object.metadata.name end
+        if #gone == 2 then break end
+      end
+      table.sort(gone)
+      assert.same({ "gap-a", "gap-b" }, gone)
+      assert.same({}, w.objects)
+      w:close()
+    end)
+
+    it("a DELETE the server applied but whose answer was lost is done, not 'not found'", function()
+      assert(k:create(configmap("lost-reply", { v = "1" })))
+      sim:fault { kind = "error", code = 503, count = 1, applied = true, method = "DELETE", path = "configmaps/lost-reply$" }
+      assert.is_true(assert(k:delete("cm", "lost-reply")) ~= nil)
+      assert.equals(0, sim:admin({ op = "faults" }).faults[1].count) -- the fault was met
+      local obj, err = k:get("cm", "lost-reply")
+      assert.is_nil(obj)
+      assert.equals(404, err.code)
+    end)
+
+    it("a wait is bounded by its timeout when the server holds the watch without an answer", function()
+      sim:fault { kind = "stall", seconds = 20, count = -1, path = "configmaps.*watch=1" }
+      local t0 = sys.now()
+      local ok, err = k:wait_for("cm", "f1", function(o) return o and o.data.v == "never" end, { timeout = 2 })
+      local took = sys.now() - t0
+      sim:admin { op = "clear_faults" }
+      assert.is_nil(ok)
+      assert.matches("timed out after 2", tostring(err), 1, true)
+      assert.is_true(took < 8, ("took %.1f s"):format(took))
+    end)
+
     it("a watch resuming from a compacted resourceVersion lists again", function()
       local w = assert(k:watch("cm", { name = "f1" }))
       assert.equals("ADDED", w:next(1).type)

@@ -131,6 +131,13 @@ describe("pgr.s3 configuration", function()
       assert.equals("ENVKEY", cfg.access_key)
     end)
 
+    it("reaches the cluster through the site's kubeconfig, as pgr run does", function()
+      local site = { kubeconfig = sim.kubeconfig,
+                     s3 = { credentials = { secret = "services/postgres-backup-s3-credentials" } } }
+      local cfg = assert(s3.config { site = site, getenv = env { HOME = "/nonexistent" } })
+      assert.equals("from-the-secret", cfg.secret_key)
+    end)
+
     it("names the secret when it is missing", function()
       local site = { s3 = { credentials = { secret = "services/nope" } } }
       local cfg, err = s3.config { site = site, k8s = client, getenv = env { HOME = "/nonexistent" } }
@@ -139,6 +146,29 @@ describe("pgr.s3 configuration", function()
       assert.matches("services/nope", err.message)
       assert.matches("kubectl get secret %-n services nope", err.message)
     end)
+  end)
+end)
+
+describe("pgr backups with a site file it cannot use", function()
+  local function run(site)
+    local p = io.popen(("PGR_SITE=%s HOME=/nonexistent AWS_ACCESS_KEY_ID= AWS_SECRET_ACCESS_KEY= %s backups spire 2>&1; echo rc=$?")
+      :format(site, os.getenv("PGR") or "./pgr"))
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  it("says what is wrong with the site file, not that credentials are missing", function()
+    local path = os.tmpname()
+    writefile(path, "return {\n  s3 = { endpoint = 'http://x' }\n  state_dir = '/tmp'\n}\n")
+    local out = run(path)
+    os.remove(path)
+    assert.matches(path .. ":3: .}. expected", out)
+    assert.not_matches("no S3 credentials", out)
+    assert.matches("rc=[1-9]", out)
+    out = run("/nonexistent/site.lua")
+    assert.matches("/nonexistent/site.lua", out, 1, true)
+    assert.not_matches("no S3 credentials", out)
   end)
 end)
 

@@ -195,6 +195,7 @@ function Client:request(method, path, query, body, ctype, opts)
   local what = opts.what or (method .. " " .. path)
   local attempts = opts.attempts or M.defaults.attempts
   local status, rbody, headers
+  local maybe_applied = false  -- an earlier attempt may have reached the server (timeout, cut, 5xx)
   for attempt = 1, attempts do
     status, rbody, headers = self.core:request(method, full, body, ctype, { timeout = opts.timeout or self.timeout })
     local retry, retry_after = false, nil
@@ -213,7 +214,14 @@ function Client:request(method, path, query, body, ctype, opts)
       retry_after = tonumber(headers["retry-after"])
     end
     if not retry then break end
+    if method == "DELETE" and not (not status and NOT_SENT[rbody.code]) and status ~= 429 then
+      maybe_applied = true
+    end
     sleep_jitter(attempt, retry_after)
+  end
+  if status == 404 and maybe_applied then
+    -- the DELETE an earlier attempt sent was applied: done, as kubectl would report it
+    return {}, headers
   end
   if status >= 400 then
     local err = status_error(status, rbody, headers, what)
@@ -558,14 +566,21 @@ function Watch:relist()
   return true
 end
 
-function Watch:open()
+function Watch:open(wait)
+  if self.rv == nil then
+    -- a 410 whose re-list failed: a watch from "now" would miss what changed in between
+    local ok, err = self:relist()
+    if not ok then return nil, err end
+  end
   local q = { watch = "1", resourceVersion = self.rv, allowWatchBookmarks = "true",
               timeoutSeconds = tostring(M.defaults.watch_seconds),
               labelSelector = self.labels, fieldSelector = self.fields }
   local path = self.client:path(self.r, self.namespace) .. query_string(q)
   self.opens = self.opens + 1
   local stream, err = self.client.core:watch(path, {
-    timeout = M.defaults.watch_seconds + 30, idle = M.defaults.watch_idle })
+    timeout = M.defaults.watch_seconds + 30, idle = M.defaults.watch_idle,
+    -- the caller's wait bounds how long a server that never answers can hold us (at least 1 s)
+    open_timeout = math.max(1, wait or 0) })
   if not stream then
     if err.code == "http" then
       return nil, status_error(err.status, err.body, nil, "watch " .. label(self.r, self.namespace))
@@ -620,7 +635,7 @@ function Watch:next(wait)
     if #self.queue > 0 then return table.remove(self.queue, 1) end
     local remaining = deadline - now()
     if not self.stream then
-      local ok, err = self:open()
+      local ok, err = self:open(remaining)
       if ok then
         self.failures = 0
       elseif err.code == 410 then

@@ -1,5 +1,6 @@
 -- pgr.pretty: readable rendering of Lua values for the REPL and for error reports:
--- nested tables indented, keys sorted (numbers first, then strings), cycles marked, depth bounded.
+-- nested tables indented, keys sorted (numbers first, then strings), cycles marked, depth bounded;
+-- the string values of credential fields (M.SECRET_KEYS) shown as <redacted> unless opts.reveal.
 local M = {}
 
 local function is_identifier(s)
@@ -29,7 +30,11 @@ local function scalar(v)
   return tostring(v)
 end
 
--- format(v [, {indent="  ", max_depth=8, width=100}]) -> string
+-- format(v [, {indent="  ", max_depth=8, width=100, reveal=false}]) -> string
+-- Fields whose string values are credentials: shown as <redacted> (s3.connect's cfg, kubeconfig.load).
+M.SECRET_KEYS = { secret_key = true, session_token = true, token = true, password = true,
+                  key_data = true, access_key = false }
+
 function M.format(v, opts)
   opts = opts or {}
   local indent = opts.indent or "  "
@@ -55,7 +60,12 @@ function M.format(v, opts)
     for _, k in ipairs(keys) do
       local label = is_identifier(k) and k or ("[" .. scalar(k) .. "]")
       local sub = is_identifier(k) and (path .. "." .. k) or (path .. label)
-      items[#items + 1] = label .. " = " .. render(x[k], depth + 1, sub)
+      local val = x[k]
+      if M.SECRET_KEYS[k] and type(val) == "string" and not opts.reveal then
+        items[#items + 1] = label .. " = <redacted>"
+      else
+        items[#items + 1] = label .. " = " .. render(val, depth + 1, sub)
+      end
     end
     seen[x] = nil
     if #items == 0 then return "{}" end

@@ -89,7 +89,7 @@ local function profile_settings(getenv)
   }
 end
 
-local function site_secret(spec, opts)
+local function site_secret(spec, opts, site)
   local ns, name = spec:match("^([^/]+)/(.+)$")
   local k = opts.k8s
   if not k then
@@ -99,13 +99,15 @@ local function site_secret(spec, opts)
         .. "not available"):format(spec))
     end
     local err
-    k, err = k8s.connect { namespace = ns }
+    -- the cluster the site names (kubeconfig, context), as pgr run connects to it
+    k, err = k8s.connect { kubeconfig = site and site.kubeconfig, context = site and site.context, namespace = ns }
     if not k then
       return nil, errors.new("credentials", ("cannot read S3 credentials from Kubernetes secret %s: %s")
         :format(spec, tostring(err)))
     end
   end
   local data, err = k:secret(name, { namespace = ns })
+  if not opts.k8s then k:close() end
   if not data then
     return nil, errors.new("credentials", ("cannot read S3 credentials from Kubernetes secret %s: %s "
       .. "(kubectl get secret -n %s %s)"):format(spec, tostring(err), ns, name))
@@ -122,8 +124,7 @@ local function load_site(opts)
   if opts.site ~= nil then return opts.site or nil end
   local ok, site = pcall(require, "pgr.site")
   if not ok then return nil end
-  local s = site.load()
-  return s
+  return site.load()   -- nil, err for a site file that is named but unreadable or broken
 end
 
 -- config(opts) -> { endpoint=, region=, bucket=, access_key=, secret_key=, session_token=,
@@ -131,7 +132,8 @@ end
 function M.config(opts)
   opts = opts or {}
   local getenv = opts.getenv or os.getenv
-  local site = load_site(opts)
+  local site, serr = load_site(opts)
+  if site == nil and serr then return nil, serr end
   local ss = site and site.s3 or {}
   local prof = profile_settings(getenv)
   local cfg = {
@@ -175,7 +177,7 @@ function M.config(opts)
       cfg.session_token = sec.aws_session_token
       cfg.source = "file " .. sc.file
     elseif sc.secret then
-      local s, err = site_secret(sc.secret, opts)
+      local s, err = site_secret(sc.secret, opts, site)
       if not s then return nil, err end
       cfg.access_key, cfg.secret_key, cfg.source = s.access_key, s.secret_key, s.source
       endpoint = endpoint or s.endpoint

@@ -1,6 +1,7 @@
 # The HTTPS API server: auth, discovery, CRUD/patch/watch on the store, scale and status subresources,
 # SelfSubjectAccessReview, deletion with graceful periods/finalizers, and the fault-injection hooks.
 import base64
+import io
 import json
 import re
 import socket
@@ -169,7 +170,21 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             self.tok = tok
             target = u.path + ("?" + u.query if u.query else "")
+            f = self.api.faults.take("stall", method, target)
+            if f:
+                # a server that holds the request without a word (then answers as usual)
+                time.sleep(float(f.get("seconds", 30)))
             f = self.api.faults.take("error", method, target)
+            if f and f.get("applied"):
+                # the request takes effect, then its answer is lost: an error is sent in its place
+                real = self.wfile
+                self.wfile = io.BytesIO()
+                try:
+                    self.route(method, path, body)
+                except ApiError:
+                    pass
+                finally:
+                    self.wfile = real
             if f:
                 c = int(f.get("code", 500))
                 reason = {500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests",

@@ -145,8 +145,8 @@ def register_admin(api, ctl, op, pgm, cfg, d):
 
     def fault(r):
         kind = r.get("kind", "error")
-        if kind not in ("error", "cut_watch", "gone"):
-            raise ValueError("fault kind must be error, cut_watch or gone")
+        if kind not in ("error", "cut_watch", "gone", "stall"):
+            raise ValueError("fault kind must be error, cut_watch, gone or stall")
         api.faults.add(dict(r, kind=kind))
         return {"ok": True, "faults": api.faults.describe()}
     ops["fault"] = fault
