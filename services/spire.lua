@@ -20,7 +20,8 @@ return restore.procedure {
         local res, summary = restore.on_nodes(ctx, "spire_restart_agent")
         if not res then return nil, summary end
         return summary
-      end, touches = "runs: commands.spire_restart_agent on the site's nodes (ssh)" },
+      end, touches = "runs: commands.spire_restart_agent on the site's nodes (ssh)",
+      uses = { "spire_restart_agent" }, on_nodes = true },
     { "Wait for the rollouts of the spire-agent daemonset and the spire-jwks deployment",
       function(ctx) return restore.wait_rollouts(ctx, AGENTS) end,
       touches = "reads: daemonset spire-agent, deployment spire-jwks" },
@@ -35,6 +36,6 @@ return restore.procedure {
         ctx:secret((out:gsub("%s+$", "")))
         if not ctx.dry_run and not out:match("%S") then return nil, "no token was returned" end
         return "a token was returned"
-      end, touches = "runs: commands.spire_verify_jwt" },
+      end, touches = "runs: commands.spire_verify_jwt", uses = { "spire_verify_jwt" } },
   } },
 }

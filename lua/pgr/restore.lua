@@ -26,7 +26,7 @@
 --   restore.start_rollouts(ctx, list) / restore.wait_rollouts(ctx, list)   the same in two steps, so
 --                                                other work runs while they roll out
 --   restore.command(ctx, name) -> output | nil, err   a site command (argv, no shell) on this machine
---   restore.site_step(name) -> step function          the same, as a service's step
+--   restore.site_step(name) -> { uses=, run= }        the same, as a service's step (a hook's second item)
 --   restore.on_nodes(ctx, name) -> result | nil, err  a site command on every node of site.nodes
 --   restore.dump_copy_value(ctx, table, column) -> value | nil, err   from the backup's COPY block
 local errors = require "pgr.errors"
@@ -399,11 +399,12 @@ end
 -- A step function running site command NAME on this machine; its note is the command's own
 -- ("skipped ..." when the site disables it) or "done". For a service's last steps.
 function M.site_step(name)
-  return function(ctx)
+  -- `uses` lets the preflight check that the site provides the command before anything changes
+  return { uses = { name }, run = function(ctx)
     local out, note = M.command(ctx, name)
     if not out then return nil, note end
     return note or "done"
-  end
+  end }
 end
 
 -- Returns result, summary ("3 ok") | true, "skipped ..." | nil, err.
@@ -629,10 +630,38 @@ local function hook_steps(list)
     if h.name then
       out[#out + 1] = h
     else
-      out[#out + 1] = { name = h[1], run = h[2], destructive = h.destructive, touches = h.touches }
+      -- { "name", fn | restore.site_step(...), destructive=, touches=, uses = { command, ... }, on_nodes= }
+      local run, uses = h[2], h.uses
+      if type(run) == "table" then run, uses = run.run, run.uses end
+      out[#out + 1] = { name = h[1], run = run, destructive = h.destructive, touches = h.touches,
+                        uses = uses, on_nodes = h.on_nodes }
     end
   end
   return out
+end
+
+-- The site commands the service's steps run: { { name = "spire_fix_storage", on_nodes = bool }, ... }
+local function site_commands(svc)
+  local list = {}
+  for _, key in ipairs { "preflight", "before_restore", "after_restore", "after" } do
+    for _, s in ipairs(hook_steps(svc.hooks and svc.hooks[key])) do
+      for _, name in ipairs(s.uses or {}) do list[#list + 1] = { name = name, on_nodes = s.on_nodes } end
+    end
+  end
+  return list
+end
+
+-- Whether program (a path, or a name looked up in PATH) is an executable file here.
+local function program_found(program)
+  local function exe(path)
+    local st = sys.stat(path)
+    return st and st.type == "file" and st.mode & 73 ~= 0 -- any x bit (0111)
+  end
+  if program:find("/", 1, true) then return exe(program) end
+  for dir in (os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin"):gmatch("[^:]+") do
+    if exe(dir .. "/" .. program) then return true end
+  end
+  return false
 end
 
 local function verbs_needed(svc)
@@ -758,6 +787,40 @@ local function preflight_steps(svc)
       return ("%s is %s"):format(svc.cluster, tostring(field(pgo, "status", "PostgresClusterStatus")))
     end,
   }
+  local commands = site_commands(svc)
+  if #commands > 0 then
+    steps[#steps + 1] = {
+      name = "Check the site file provides the commands and nodes the last steps run",
+      preflight = true,
+      touches = "reads: the site file, the programs it names",
+      run = function(ctx)
+        local problems, ran = {}, 0
+        for _, c in ipairs(commands) do
+          local argv, err = site_mod.command(ctx.site, c.name)
+          if err then
+            problems[#problems + 1] = tostring(err.message or err)
+          elseif argv then
+            ran = ran + 1
+            if c.on_nodes then
+              if not ctx.site.nodes then
+                problems[#problems + 1] = ("commands.%s runs on the site's nodes, and the site file has no nodes "
+                  .. "(nodes = \"ncn-m00[1-3],...\", or commands.%s = false to skip it)"):format(c.name, c.name)
+              end
+              local ssh = (ctx.site.ssh or {}).program or "ssh"
+              if not program_found(ssh) then
+                problems[#problems + 1] = ("%s (ssh.program, for commands.%s) is not found"):format(ssh, c.name)
+              end
+            elseif not program_found(argv[1]) then
+              problems[#problems + 1] = ("%s (commands.%s) is not found or not executable here (install it, "
+                .. "or set commands.%s = false in the site file to skip it)"):format(argv[1], c.name, c.name)
+            end
+          end
+        end
+        if #problems > 0 then return fail("site", "%s", table.concat(problems, "; ")) end
+        return ("%d command(s) found, %d skipped by the site file"):format(ran, #commands - ran)
+      end,
+    }
+  end
   for _, h in ipairs(hook_steps(svc.hooks and svc.hooks.preflight)) do
     h.preflight = true
     steps[#steps + 1] = h

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/e2e/preflight.t — every preflight failure stops `pgr run` with exit 3 before anything changes,
 # asserted on the simulator's objects: a truncated dump, a custom-format dump, a manifest of another
-# cluster, a denied verb, an HSM schema mismatch.
+# cluster, a denied verb, a site command that is not installed, an HSM schema mismatch.
 . "$(dirname "$0")/lib.sh"
 E2E_NODES=0 e2e_up
 
@@ -52,6 +52,14 @@ refused "a denied verb (delete postgresqls)" "not allowed in namespace spire: de
 "$KS" admin "$SIM" '{"op":"allow_all"}' >/dev/null
 
 # HSM: the deployed schema moved on after the backup was taken
+# the site's commands run after the restore: a missing program is found before anything changes
+sed 's|spire_fix_storage = .*|spire_fix_storage = { "/opt/cray/nowhere/fix-spire-on-storage.sh" },|' \
+  "$E2E/site.lua" > "$E2E/site-missing.lua"
+grep -q nowhere "$E2E/site-missing.lua" || bail "site without the fix script"
+refused "a site command that is not installed" \
+  "/opt/cray/nowhere/fix-spire-on-storage.sh \(commands.spire_fix_storage\) is not found" \
+  services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes --site "$E2E/site-missing.lua"
+
 backup cray-smd-postgres
 sql cray-smd-postgres hmsds "UPDATE system SET schema_version = 22" || bail "schema bump"
 before=$(snapshot services cray-smd-postgres deployment cray-smd)

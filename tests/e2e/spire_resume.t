@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 e2e_up
 USERS="postgres service_account spire standby"
-STEPS=20
+STEPS=21
 
 # enough data that the stream lasts long enough to be cut in the middle
 sql spire-postgres spire "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS h, repeat('x', 150) AS pad
@@ -52,7 +52,7 @@ for ((k = 2; k <= STEPS; k++)); do
   KILL_AT=$k start "${args[@]}"
   args=(--resume --yes)
   if killed_at "$k"; then kills=$((kills + 1)); else missed=$((missed + 1)); echo "# missed step $k"; break; fi
-  if [ "$k" = 10 ]; then
+  if [ "$k" = 11 ]; then
     # and once more inside the stream itself, by an outside kill -9 while COPY data flows
     SOCK=$(socket_dir spire-postgres)
     KILL_AT= start --resume --yes
