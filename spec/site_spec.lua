@@ -44,6 +44,7 @@ describe("pgr.site", function()
     { [[return { restore_jobs = 2.5 }]], "restore_jobs must be a whole number from 1 to 64" },
     { [[return { restore_jobs = 0 }]], "restore_jobs must be a whole number from 1 to 64" },
     { [[return 1]], "must return a table" },
+    { [[nodes = "ncn-m001"]], "must return a table" },
     { [[return {]], "site file" },
   }) do
     it("rejects " .. case[1], function()
@@ -55,6 +56,12 @@ describe("pgr.site", function()
       assert.matches(case[2], tostring(err), 1, true)
     end)
   end
+
+  it("treats an empty file (PGR_SITE=/dev/null) as all defaults", function()
+    local s = assert(site.load("/dev/null"))
+    assert.same(site.defaults().commands, s.commands)
+    assert.equals("/dev/null", s.path)
+  end)
 
   it("treats an absent default file as all defaults, an absent named file as an error", function()
     local s, err = site.load("/nonexistent/site.lua")

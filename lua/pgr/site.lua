@@ -201,6 +201,8 @@ function M.load(path)
   end
   local src = f:read("a")
   f:close()
+  -- an empty file (PGR_SITE=/dev/null) is a site without settings: the defaults
+  if not src:match("%S") then src = "return {}" end
   -- the site file sees a small environment: it is configuration, not a program
   local env = { os = { getenv = os.getenv }, string = string, table = table, tostring = tostring,
                 tonumber = tonumber, ipairs = ipairs, pairs = pairs }
