@@ -69,6 +69,11 @@ return {
 LUA
 }
 
+# site_without_nodes: the site file names no nodes and skips Spire's NCN fan-out (E2E_NODES=0 sandboxes)
+site_without_nodes() {
+  sed -i 's/^  nodes = .*$//; s/^  commands = {/  commands = { spire_restart_agent = false,/' "$E2E/site.lua"
+}
+
 # e2e_s3_up: a real S3 server (Ceph radosgw, tests/s3/rgw.sh) on 127.25.N.1 with the postgres-backup
 # bucket; the site file points at it.
 e2e_s3_up() {

@@ -5,8 +5,7 @@
 # cluster's; and a postgresql the killed run had deleted is created again from the killed run's copy.
 . "$(dirname "$0")/lib.sh"
 E2E_NODES=0 e2e_up
-# no nodes in this sandbox: the fan-out step is not what is tested here
-sed -i 's/^  nodes = .*$//; s/^  commands = {/  commands = { spire_restart_agent = false,/' "$E2E/site.lua"
+site_without_nodes # the fan-out step is not what is tested here
 USERS="postgres service_account spire standby"
 backup spire-postgres
 fp0=$(fingerprint spire-postgres spire)
