@@ -355,6 +355,18 @@ describe("pgr.k8s", function()
       w:close()
     end)
 
+    it("a watch sent an ERROR event of the server's trouble (500) opens again and carries on", function()
+      sim:fault { kind = "gone", code = 500, count = 2, path = "configmaps.*watch=1" }
+      local w = assert(k:watch("cm", { name = "f1" }))
+      assert.equals("ADDED", w:next(1).type)
+      assert(k:patch("cm", "f1", { data = { v = "i1" } }))
+      assert.same({ "i1" }, until_value(w, "i1", 10))
+      assert.equals(0, w.relists)
+      assert.equals(500, w.last_error.code)
+      assert.equals(0, sim:admin({ op = "faults" }).faults[1].count)
+      w:close()
+    end)
+
     it("a watch refused with a plain HTTP 410 lists again", function()
       sim:fault { kind = "error", code = 410, count = 1, method = "GET", path = "configmaps.*watch=1" }
       local w = assert(k:watch("cm", { name = "f1" }))

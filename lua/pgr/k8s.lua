@@ -614,7 +614,12 @@ function Watch:handle(line)
       if not ok then return nil, lerr end
       return nil
     end
-    return nil, status_error(field(obj, "code") or 500, json.encode(obj), nil, "watch " .. label(self.r, self.namespace)), true
+    local code = field(obj, "code") or 500
+    local err = status_error(code, json.encode(obj), nil, "watch " .. label(self.r, self.namespace))
+    -- the server's own trouble (500, 504 ...): the watch is opened again from where it was, as
+    -- client-go's reflector does; anything else ends it
+    if type(code) == "number" and (code >= 500 or code == 429) then return nil, err end
+    return nil, err, true
   end
   local rv = field(obj, "metadata", "resourceVersion")
   if rv then self.rv = rv end
@@ -658,22 +663,29 @@ function Watch:next(wait)
       if remaining < 0 then remaining = 0 end
       local line, err = self.stream:next(remaining)
       if line == false then return false end
-      if line then
-        local ev, herr, fatal = self:handle(line)
-        if ev then return ev end
-        if herr and (fatal or herr.code == "json") then return nil, herr end
-        if herr then self.last_error = herr end
-      else
-        -- end of stream or a cut: resume from the last resourceVersion seen; a stream that keeps
-        -- ending at once is not re-opened in a tight loop
-        self:drop_stream()
-        self.cuts = self.cuts + 1
-        self.last_error = err
+      -- a stream that keeps ending at once is not re-opened in a tight loop
+      local function pause_if_quick()
         if now() - self.opened_at < 1 then
           self.failures = self.failures + 1
           local pause = math.min(deadline - now(), M.defaults.backoff * 2 ^ math.min(self.failures - 1, 4))
           if pause > 0 then sys.sleep(pause) end
         end
+      end
+      if line then
+        local ev, herr, fatal = self:handle(line)
+        if ev then return ev end
+        if herr and (fatal or herr.code == "json") then return nil, herr end
+        if herr then
+          -- an ERROR event the server may get over: the stream is gone, open it again
+          self.last_error = herr
+          pause_if_quick()
+        end
+      else
+        -- end of stream or a cut: resume from the last resourceVersion seen
+        self:drop_stream()
+        self.cuts = self.cuts + 1
+        self.last_error = err
+        pause_if_quick()
       end
     end
     if #self.queue == 0 and now() >= deadline then return false end

@@ -466,6 +466,14 @@ class Handler(BaseHTTPRequestHandler):
                            "reason": "Expired", "code": 410})
             self._chunk(b"")
 
+        if gone and int(gone.get("code", 410)) != 410:
+            # an ERROR event of another status: the apiserver's trouble, not the client's version
+            c = int(gone["code"])
+            emit("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": gone.get("message") or "Internal error occurred: kubesim injected watch error",
+                           "reason": "InternalError" if c == 500 else "Timeout" if c == 504 else "Failure", "code": c})
+            self._chunk(b"")
+            return
         if gone:
             return expired(rvq or "0")
         initial_objs, bm = [], None
