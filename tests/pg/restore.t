@@ -203,9 +203,10 @@ rows=$(psql_ fkdst -d postgres -Atc "SELECT (SELECT count(*) FROM public.parent)
   echo '\.'
   echo 'COPY public.bad (id) FROM stdin;'
   echo 'not-a-number'
-  seq 1 20000
+  seq 1 100000
   echo '\.'
-  for i in 1 2 3 4 5 6; do echo "COPY public.s$i (id) FROM stdin;"; seq 1 1000; echo '\.'; done
+  # each small load takes long enough (tens of ms) that the error is seen before a connection runs many
+  for i in 1 2 3 4 5 6; do echo "COPY public.s$i (id) FROM stdin;"; seq 1 20000; echo '\.'; done
   echo '--'
   echo '-- PostgreSQL database cluster dump complete'
   echo '--'
