@@ -885,7 +885,7 @@ local function stream_dump(ctx)
   local loader = pg.quote_ident(M.LOADER)
   -- a stream that fails leaves the loader unable to log in (a resumed step enables it again), so no
   -- superuser with a forgotten password stays behind; the error is the stream's
-  local function fail(e)
+  local function give_up(e)
     admin:exec(("ALTER ROLE %s NOLOGIN PASSWORD NULL"):format(loader))
     admin:close()
     return nil, e
@@ -893,12 +893,12 @@ local function stream_dump(ctx)
   local ok, e = admin:exec(("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN "
     .. "CREATE ROLE %s; END IF; END$$; ALTER ROLE %s LOGIN SUPERUSER"):format(pg.quote_literal(M.LOADER), loader, loader))
   if ok then ok, e = admin:set_password(M.LOADER, loader_pw) end
-  if not ok then return fail(e) end
+  if not ok then return give_up(e) end
   local pod, perr = M.master(ctx)
-  if not pod then return fail(perr) end
+  if not pod then return give_up(perr) end
   local password = current_password(ctx, "postgres")
   local src, size, label = open_dump(ctx)
-  if not src then return fail(size) end
+  if not src then return give_up(size) end
   ctx:set("dump_started", true)
   ctx:_journal({ event = "write", step = ctx.step, description = "stream " .. label .. " into " .. pod.metadata.name })
   local bar = ctx:progress({ label = "restore " .. svc.cluster, total = size, unit = "bytes" })
@@ -914,7 +914,7 @@ local function stream_dump(ctx)
   if type(src) ~= "string" and src.close then src:close() end
   if not res then
     bar:finish()
-    return fail(err)
+    return give_up(err)
   end
   bar:finish(("restored %s: %d statements, %d COPY rows, %d expected errors%s"):format(label, res.statements or 0,
     res.copy_rows or 0, res.errors and res.errors.count or 0,
@@ -932,7 +932,7 @@ local function stream_dump(ctx)
     for _, fe in ipairs(res.errors and res.errors.first or {}) do
       if not fe.expected then first = fe break end
     end
-    return fail(errors.new("restore", ("%d unexpected error(s) restoring %s%s; the cluster is left with one "
+    return give_up(errors.new("restore", ("%d unexpected error(s) restoring %s%s; the cluster is left with one "
       .. "instance and the client scaled to 0"):format(res.errors and res.errors.unexpected or 0, label,
       first and (": line " .. tostring(first.line) .. ": " .. tostring(first.message)) or ""), { result = res }))
   end
@@ -946,13 +946,13 @@ local function stream_dump(ctx)
       ok, e = c:exec(("REASSIGN OWNED BY %s TO postgres; DROP OWNED BY %s"):format(pg.quote_ident(M.LOADER),
         pg.quote_ident(M.LOADER)))
       c:close()
-      if not ok then return fail(e) end
+      if not ok then return give_up(e) end
     elseif not tostring(cerr):find("does not exist", 1, true) then
-      return fail(cerr)
+      return give_up(cerr)
     end
   end
   ok, e = admin:exec("DROP ROLE " .. loader)
-  if not ok then return fail(e) end
+  if not ok then return give_up(e) end
   -- Without a manifest the secrets stay as they are: keep the postgres role on its secret now, so
   -- this and later steps (and a resumed run) can connect.
   if not ctx.state.manifest and password then
