@@ -953,6 +953,25 @@ static int pg_restore(lua_State *L)
     o.allow_truncated = pgr_opt_boolean(L, 3, "allow_truncated", 0);
     o.progress_interval = pgr_opt_number(L, 3, "progress_interval", 0.5);
     lua_Integer total = pgr_opt_integer(L, 3, "total", -1);
+    /* skip: statements not to send; the strings stay referenced by the options table */
+    const char *skipv[16];
+    if (lua_getfield(L, 3, "skip") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            return luaL_argerror(L, 3, "field 'skip' must be a list of strings");
+        size_t n = (size_t)lua_rawlen(L, -1);
+        if (n > sizeof skipv / sizeof skipv[0])
+            return luaL_argerror(L, 3, "field 'skip' holds more than 16 statements");
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, -1, (lua_Integer)i + 1);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_argerror(L, 3, "field 'skip' must be a list of strings");
+            skipv[i] = lua_tostring(L, -1);
+            lua_pop(L, 1);
+        }
+        o.skip = skipv;
+        o.nskip = n;
+    }
+    lua_pop(L, 1);
 
     struct ctx x;
     memset(&x, 0, sizeof x);
@@ -995,6 +1014,7 @@ static int pg_restore(lua_State *L)
     int ok = !r->fatal && r->unexpected == 0 && !r->stopped;
     set_bool(L, "ok", ok);
     set_int(L, "statements", r->statements);
+    set_int(L, "skipped", r->skipped);
     set_int(L, "copy_rows", r->copy_rows);
     set_int(L, "bytes", r->bytes);
     set_int(L, "jobs", r->jobs_used);
@@ -1082,6 +1102,14 @@ static int pg_inspect(lua_State *L)
     push_strings(L, in->databases, in->ndatabases, "databases");
     push_strings(L, in->roles, in->nroles, "roles");
     push_strings(L, in->connects, in->nconnects, "connects");
+    push_strings(L, in->drop_databases, in->ndrop_databases, "drop_databases");
+    push_strings(L, in->drop_roles, in->ndrop_roles, "drop_roles");
+    set_bool(L, "clean", in->ndrop_databases + in->ndrop_roles > 0);
+    set_bool(L, "if_exists", in->if_exists);
+    if (in->dumped_from[0])
+        set_str(L, "dumped_from", in->dumped_from);
+    if (in->dumped_by[0])
+        set_str(L, "dumped_by", in->dumped_by);
     lua_createtable(L, (int)in->ncopies, 0);
     for (size_t i = 0; i < in->ncopies; i++) {
         struct rs_copy_block *b = &in->copies[i];

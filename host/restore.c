@@ -1434,6 +1434,15 @@ static int on_statement(void *ud, const char *sql, size_t len, const struct scri
     if (x->stop)
         return SCRIPT_STOP;
     progress(x, 0);
+    if (x->o->nskip && (sql[0] == 'D' || sql[0] == 'd')) {
+        char w[256];
+        script_words(sql, len, 8, w, sizeof w);
+        for (size_t i = 0; i < x->o->nskip; i++)
+            if (!strcmp(w, x->o->skip[i])) {
+                x->r->skipped++;
+                return SCRIPT_CONTINUE;
+            }
+    }
     int is_copy = script_is_copy_from_stdin(sql, len, NULL, 0);
     int idle = PQtransactionStatus(x->conn) == PQTRANS_IDLE;
     if (is_copy) {
@@ -1991,6 +2000,17 @@ static int i_statement(void *ud, const char *sql, size_t len, const struct scrip
         name_after(sql, len, 2, &in->roles, &in->nroles);
     else if (!strcmp(w, "create database"))
         name_after(sql, len, 2, &in->databases, &in->ndatabases);
+    else if (!strcmp(w, "drop database") || !strcmp(w, "drop role") || !strcmp(w, "drop user")) {
+        char w4[64];
+        script_words(sql, len, 4, w4, sizeof w4);
+        size_t wl = strlen(w);
+        int ie = strlen(w4) > wl && !strncmp(w4 + wl + 1, "if exists", 9);
+        in->if_exists |= ie;
+        if (w[5] == 'd')
+            name_after(sql, len, ie ? 4 : 2, &in->drop_databases, &in->ndrop_databases);
+        else
+            name_after(sql, len, ie ? 4 : 2, &in->drop_roles, &in->ndrop_roles);
+    }
     char table[512];
     if (script_is_copy_from_stdin(sql, len, table, sizeof table)) {
         struct rs_copy_block *b = realloc(in->copies, (in->ncopies + 1) * sizeof *b);
@@ -2089,6 +2109,52 @@ static int i_meta(void *ud, const char *name, const char *args, const struct scr
     return 0;
 }
 
+/* Copies the version after prefix on the line at p (up to its newline) into out: "15.4 (Debian ...)". */
+static void header_value(const char *p, const char *end, const char *prefix, char *out, size_t cap)
+{
+    size_t pl = strlen(prefix);
+    if (out[0] || (size_t)(end - p) < pl || memcmp(p, prefix, pl))
+        return;
+    p += pl;
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t n = (size_t)((nl ? nl : end) - p);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, p, n);
+    out[n] = 0;
+    while (n && (out[n - 1] == '\r' || out[n - 1] == ' '))
+        out[--n] = 0;
+}
+
+/* Looks for the pg_dump header lines in the text before the first COPY data (where pg_dump writes
+ * them); carry holds the start of a line cut by the previous chunk. */
+static void scan_header(struct rs_inspection *in, char *carry, size_t *ncarry, size_t cap,
+                        const char *buf, size_t n)
+{
+    static const char from[] = "-- Dumped from database version ", by[] = "-- Dumped by pg_dump version ";
+    const char *p = buf, *end = buf + n;
+    while (p < end && !(in->dumped_from[0] && in->dumped_by[0])) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t take = (size_t)((nl ? nl + 1 : end) - p);
+        if (*ncarry || !nl) {
+            /* a line cut by a chunk's end: its beginning (all that matters) is gathered in carry */
+            size_t t = take < cap - *ncarry ? take : cap - *ncarry;
+            memcpy(carry + *ncarry, p, t);
+            *ncarry += t;
+            p += take;
+            if (!nl)
+                break;
+            header_value(carry, carry + *ncarry, from, in->dumped_from, sizeof in->dumped_from);
+            header_value(carry, carry + *ncarry, by, in->dumped_by, sizeof in->dumped_by);
+            *ncarry = 0;
+            continue;
+        }
+        header_value(p, p + take, from, in->dumped_from, sizeof in->dumped_from);
+        header_value(p, p + take, by, in->dumped_by, sizeof in->dumped_by);
+        p += take;
+    }
+}
+
 void rs_inspect(struct rs_source *src, size_t first_row_max, struct rs_inspection *in)
 {
     memset(in, 0, sizeof *in);
@@ -2107,7 +2173,11 @@ void rs_inspect(struct rs_source *src, size_t first_row_max, struct rs_inspectio
         in->gzip = rd.gzip;
         snprintf(in->format, sizeof in->format, "%s", format_of(rd.head, rd.headlen));
         s.sc = script_new(&h);
+        char carry[128];
+        size_t ncarry = 0;
         while (n > 0 && s.sc) {
+            if (!in->ncopies && !(in->dumped_from[0] && in->dumped_by[0]))
+                scan_header(in, carry, &ncarry, sizeof carry, buf, (size_t)n);
             if (script_feed(s.sc, buf, (size_t)n) != SCRIPT_CONTINUE)
                 break;
             n = reader_next(&rd, buf, CHUNK);
@@ -2136,6 +2206,8 @@ void rs_inspection_free(struct rs_inspection *in)
     free_strs(in->databases, in->ndatabases);
     free_strs(in->roles, in->nroles);
     free_strs(in->connects, in->nconnects);
+    free_strs(in->drop_databases, in->ndrop_databases);
+    free_strs(in->drop_roles, in->ndrop_roles);
     for (size_t i = 0; i < in->ncopies; i++) {
         free(in->copies[i].database);
         free(in->copies[i].table);

@@ -52,6 +52,10 @@ struct rs_options {
     double progress_interval;
     /* 1 when the error is expected (counted, not a failure). Called on the calling thread only. */
     int (*on_error)(void *ud, const struct rs_error_info *e);
+    /* statements not to send, as script_words writes their first eight words ("drop database
+     * postgres ;"): ones the caller knows the server must refuse; counted in rs_result.skipped */
+    const char *const *skip;
+    size_t nskip;
     void (*on_progress)(void *ud, const struct rs_progress *p);
     void *ud;
 };
@@ -76,7 +80,7 @@ struct rs_result {
     long line;
     long long offset;
 
-    long statements;
+    long statements, skipped;
     long long copy_rows, bytes;
     long errors, unexpected;
     struct rs_count *by_state;
@@ -116,6 +120,14 @@ struct rs_inspection {
     long long bytes;
     char **databases, **roles, **connects;
     size_t ndatabases, nroles, nconnects;
+    /* pg_dumpall -c: the DROP DATABASE / DROP ROLE statements' names, in order; if_exists when any
+     * was written with IF EXISTS (pg_dumpall --if-exists) */
+    char **drop_databases, **drop_roles;
+    size_t ndrop_databases, ndrop_roles;
+    int if_exists;
+    /* the header comments of the first per-database section, "" when absent:
+     * "-- Dumped from database version 15.4 (...)" and "-- Dumped by pg_dump version 15.4 (...)" */
+    char dumped_from[64], dumped_by[64];
     struct rs_copy_block *copies;
     size_t ncopies;
     struct rs_meta_seen *unsupported; /* meta-commands the executor would refuse */

@@ -104,6 +104,35 @@ int main(void)
         rs_inspection_free(&in);
     }
 
+    /* pg_dumpall -c: what it drops, and the versions of the first database section's header */
+    static const char CLEAN[] =
+        "--\n-- PostgreSQL database cluster dump\n--\n\n"
+        "DROP DATABASE spire;\nDROP DATABASE IF EXISTS \"Odd\"\"Name\";\n"
+        "DROP ROLE admin;\nDROP ROLE IF EXISTS spire;\nDROP USER x;\n"
+        "CREATE ROLE admin;\n"
+        "--\n-- PostgreSQL database dump\n--\n\n"
+        "-- Dumped from database version 12.11 (Debian 12.11-1.pgdg110+1)\r\n"
+        "-- Dumped by pg_dump version 15.4\n"
+        "CREATE DATABASE spire;\n\\connect spire\n"
+        "COPY t (a) FROM stdin;\n-- Dumped from database version 99\n\\.\n"
+        "--\n-- PostgreSQL database cluster dump complete\n--\n\n";
+    for (size_t step = 0; step <= 7; step += 1) {
+        inspect(CLEAN, sizeof CLEAN - 1, step, &in);
+        CHECK(!in.fatal, "a -c dump inspects");
+        CHECK_INT(in.ndrop_databases, 2, "two dropped databases");
+        CHECK_STR(in.ndrop_databases > 1 ? in.drop_databases[1] : "", "Odd\"Name", "IF EXISTS skipped, name unquoted");
+        CHECK_INT(in.ndrop_roles, 3, "three dropped roles (DROP USER counts)");
+        CHECK_STR(in.ndrop_roles > 1 ? in.drop_roles[1] : "", "spire", "DROP ROLE IF EXISTS names the role");
+        CHECK(in.if_exists, "IF EXISTS noticed");
+        CHECK_STR(in.dumped_from, "12.11 (Debian 12.11-1.pgdg110+1)", "dumped from, CR dropped");
+        CHECK_STR(in.dumped_by, "15.4", "dumped by");
+        rs_inspection_free(&in);
+    }
+    inspect(DUMP, sizeof DUMP - 1, 0, &in);
+    CHECK(in.ndrop_databases == 0 && in.ndrop_roles == 0 && !in.if_exists, "no DROP in a dump without -c");
+    CHECK(!in.dumped_from[0] && !in.dumped_by[0], "no header versions when the dump has none");
+    rs_inspection_free(&in);
+
     /* gzip, fed in small pieces */
     unsigned char gz[4096];
     z_stream z = { 0 };
