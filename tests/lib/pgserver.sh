@@ -5,7 +5,7 @@
 #                        and print "host=ADDR port=PORT user=postgres password=... dbname=postgres"
 #   down DIR             stop it (immediate) and remove DIR
 # The postgres role's password is $PGSERVER_PASSWORD (default below); TCP needs scram-sha-256, the
-# unix socket in DIR is trusted. The template lives in ${PGSERVER_CACHE:-/tmp}/pgr-pgtemplate-<major>.
+# unix socket in DIR is trusted. $PGSERVER_OPTS adds server options ("-c name=value ..."). The template lives in ${PGSERVER_CACHE:-/tmp}/pgr-pgtemplate-<major>.
 set -eu
 PGSERVER_PASSWORD=${PGSERVER_PASSWORD:-pgr-test-secret}
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -46,7 +46,7 @@ up)
   for attempt in 1 2 3 4 5; do
     [ "${4:-0}" = 0 ] && port=$(free_port "$addr")
     if runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=$addr -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB" start >/dev/null; then
+        -o "-p $port -k $dir -c listen_addresses=$addr -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB ${PGSERVER_OPTS:-}" start >/dev/null; then
       echo "$addr $port" > "$dir/addr"
       echo "host=$addr port=$port user=postgres password=$PGSERVER_PASSWORD dbname=postgres"
       exit 0

@@ -12,8 +12,17 @@ SOURCE is a path, - (standard input) or s3://bucket/key; gzip is decompressed on
 The dump is checked first: custom-format or tar archives, binary data and (for files) a missing
 "dump complete" trailer are refused before anything is sent.
 
-Errors are counted and go on, as psql's are; "role/database already exists" for what a fresh
-cluster already has is expected. The exit code is 0 when no unexpected error occurred.
+Errors are counted and go on, as psql's are. The target is taken to be a freshly created Spilo
+cluster (or one whose databases were just dropped): the errors a pg_dumpall -c dump meets there are
+expected, each class named once in the summary with its count and reason — roles and databases
+that exist, DROP ROLE of a role the cluster keeps, DROP DATABASE postgres while pg_cron is connected
+to it, Spilo's objects that exist in a database the dump did not create (the policy and its
+reasons: lua/pgr/restorepolicy.lua). Any other error is unexpected; --strict makes every error count.
+The exit code is 0 when no unexpected error occurred, 1 otherwise, 3 when the dump was refused
+before anything was sent (its errors listed).
+A file is read once before anything is sent; a dump that drops a database it never creates again
+is refused then. Standard input and s3:// are not read ahead: there every database counts as one
+that existed, so "already exists" is expected in all of them.
 --jobs N loads the tables over N connections and builds indexes in parallel: from a file, or
 from s3:// (each table's rows fetched with a Range request of their own while the dump streams).
 A gzip'd dump or standard input loads over one connection.
@@ -51,7 +60,7 @@ function M.run(argv)
   local ui = require "pgr.ui"
   if opts.quiet then ui.configure { quiet = true } end
 
-  local source, total = pos[1], nil
+  local source, total, creates = pos[1], nil, nil
   if source:match("^s3://") then
     local reader, size_or_err = s3_source(source)
     if not reader then
@@ -81,7 +90,14 @@ function M.run(argv)
         .. "(nothing was restored; --allow-truncated restores it anyway)"):format(source))
       return cli.EXIT.preflight
     end
+    local ok, why = policy.check_drops(info)
+    if not ok then
+      ui.error(("%s: %s; nothing was restored"):format(source, why))
+      return cli.EXIT.preflight
+    end
+    creates = info.databases
   end
+  local p = policy.new { mode = opts.strict and "strict" or "fresh", creates = creates }
 
   local bar
   local started = require("pgr.sys").now()
@@ -90,7 +106,7 @@ function M.run(argv)
     stop_on_error = opts.stop_on_error or false,
     allow_truncated = opts.allow_truncated or false,
     total = total,
-    on_error = opts.strict and policy.strict or policy.fresh_cluster(),
+    on_error = p.on_error,
     progress = not opts.quiet and function(p)
       bar = bar or ui.progress { label = "restore", total = p.total, unit = "bytes" }
       bar:update(p.bytes, ("%d stmts, %d rows, %d errors"):format(p.statements, p.copy_rows, p.errors))
@@ -100,7 +116,7 @@ function M.run(argv)
   local r = result or (err and err.result)
   if bar then bar:finish(("restore: %s in %s"):format(ui.bytes(r and r.bytes or 0), ui.duration(secs))) end
   if r then
-    for _, line in ipairs(policy.describe(r)) do io.stderr:write(line, "\n") end
+    for _, line in ipairs(policy.describe(r, 10, p)) do io.stderr:write(line, "\n") end
   end
   if not result then
     ui.error(tostring(err))
