@@ -314,14 +314,21 @@ describe("pgr.s3 against radosgw", function()
         "keycloak-postgres-2022-09-15T03:10:04.psql", "keycloak-postgres-2022-09-15T03:10:04.manifest",
         "keycloak-postgres-2022-09-16T03:10:04.psql",
         "keycloak-postgres-2022-09-14T03:10:04.manifest",
+        -- the operator's logical backup (2022-09-15T12:00:00 UTC), another cluster's, and a stray key
+        "spilo/keycloak-postgres/5f0e7c1a-0d1b-4c7e-9e1a-1d2b3c4d5e6f/logical_backups/1663243200.sql.gz",
+        "spilo/keycloak-postgresql/0000/logical_backups/1663243200.sql.gz",
+        "spilo/keycloak-postgres/5f0e7c1a-0d1b-4c7e-9e1a-1d2b3c4d5e6f/wal/000000010000000000000001",
       } do assert(c:put(BUCKET, k, "x")) end
       local list = assert(s3.backups("keycloak", opts()))
       local names = {}
-      for i, b in ipairs(list) do names[i] = b.time .. (b.complete and "" or (" no " .. b.missing)) end
-      assert.same({ "2022-09-16T03:10:04 no manifest", "2022-09-15T03:10:04", "2022-09-14T03:10:04 no psql",
-                    "2022-09-13T03:10:04" }, names)
-      assert.equals("s3://postgres-backup/keycloak-postgres-2022-09-15T03:10:04.psql", list[2].url)
+      for i, b in ipairs(list) do names[i] = b.time .. " " .. b.layout .. (b.complete and "" or (" no " .. b.missing)) end
+      assert.same({ "2022-09-16T03:10:04 csm no manifest", "2022-09-15T12:00:00 operator", "2022-09-15T03:10:04 csm",
+                    "2022-09-14T03:10:04 csm no psql", "2022-09-13T03:10:04 csm" }, names)
+      assert.equals("s3://postgres-backup/keycloak-postgres-2022-09-15T03:10:04.psql", list[3].url)
+      assert.equals("keycloak-postgres", list[3].cluster)
       assert.equals("keycloak-postgres", list[2].cluster)
+      assert.equals("spilo/keycloak-postgres/5f0e7c1a-0d1b-4c7e-9e1a-1d2b3c4d5e6f/logical_backups/1663243200", list[2].name)
+      assert.is_nil(list[2].manifest)
     end)
 
     it("pgr backups prints the table; a wrong secret exits 1 naming the credential source", function()
@@ -330,8 +337,9 @@ describe("pgr.s3 against radosgw", function()
       local p = io.popen(env .. " " .. os.getenv("PGR") .. " backups keycloak-postgres 2>&1; echo rc=$?")
       local out = p:read("a")
       p:close()
-      assert.matches("TIME%s+CLUSTER%s+SIZE%s+STATUS%s+NAME", out)
-      assert.matches("2022%-09%-16T03:10:04%s+keycloak%-postgres%s+1 B%s+no %.manifest", out)
+      assert.matches("TIME%s+CLUSTER%s+LAYOUT%s+SIZE%s+STATUS%s+NAME", out)
+      assert.matches("2022%-09%-16T03:10:04%s+keycloak%-postgres%s+csm%s+1 B%s+no %.manifest", out)
+      assert.matches("2022%-09%-15T12:00:00%s+keycloak%-postgres%s+operator%s+1 B%s+complete%s+spilo/", out)
       assert.matches("rc=0", out)
       local badenv = env:gsub("AWS_SECRET_ACCESS_KEY=%S+", "AWS_SECRET_ACCESS_KEY=wrong-one")
       p = io.popen(badenv .. " " .. os.getenv("PGR") .. " backups spire 2>&1; echo rc=$?")

@@ -44,25 +44,10 @@ M.defaults = {
   command_timeout = 300,
 }
 
--- The errors a restore into a fresh Spilo cluster is expected to meet: pgr.restorepolicy's (the roles
--- and databases the operator made), plus "already exists" from CREATE statements for what Spilo
--- itself puts in a new cluster (its schemas, functions, views and extensions). The runbook says
--- these can be ignored; anything else stops the run before the cluster is scaled out.
-M.ALREADY_EXISTS = { "42710", "42P04", "42P06", "42P07", "42723", "42712" }
-
-local function expected_errors()
-  local extra = {}
-  for _, code in ipairs(M.ALREADY_EXISTS) do
-    extra[#extra + 1] = { sqlstate = code, statement = "^%s*CREATE " }
-  end
-  local ok, policy = pcall(require, "pgr.restorepolicy")
-  if ok then return policy.fresh_cluster(extra) end
-  return function(e)
-    for _, r in ipairs(extra) do
-      if e.sqlstate == r.sqlstate and (e.statement or ""):match(r.statement) then return true end
-    end
-    return false
-  end
+-- Which errors of the dump are expected is pgr.restorepolicy's to say (its header explains each
+-- class); a service may add rules of its own (svc.expected_errors, { sqlstate=, statement=, why= }).
+local function restore_policy(ctx)
+  return require("pgr.restorepolicy").new { creates = ctx.state.dump_databases, extra = ctx.svc.expected_errors }
 end
 
 local function lazy(name)
@@ -709,11 +694,11 @@ local function preflight_steps(svc)
         local c, err = s3_client(ctx)
         if not c then return nil, err end
         local bucket = ctx._s3cfg.bucket
-        local objects
-        objects, err = c:list(bucket, { prefix = (svc.backup_prefix or svc.cluster) .. "-" })
-        if not objects then return nil, err end
-        local list = require("pgr.s3").pair(objects, bucket)
+        local list
+        list, err = require("pgr.s3").list_backups(c, bucket, svc.backup_prefix or svc.cluster)
+        if not list then return nil, err end
         local want = ctx.source.backup and ctx.source.backup:gsub("%.psql$", ""):gsub("%.manifest$", "")
+          :gsub("%.sql%.gz$", "")
         local chosen
         for _, b in ipairs(list) do
           -- the newest complete pair; a named backup is taken even without its manifest
@@ -721,11 +706,11 @@ local function preflight_steps(svc)
         end
         if not chosen then
           return fail("backup", "no %s of %s in s3://%s (pgr backups %s lists them)",
-            want and ("backup named " .. want) or "complete backup (.psql + .manifest)", svc.cluster,
-            bucket, svc.cluster)
+            want and ("backup named " .. want) or "complete backup (.psql + .manifest, or the operator's "
+              .. "logical backup)", svc.cluster, bucket, svc.cluster)
         end
         if not chosen.psql then return fail("backup", "backup %s has no .psql dump", chosen.name) end
-        ctx:set("backup", { bucket = bucket, name = chosen.name, dump = chosen.psql.key,
+        ctx:set("backup", { bucket = bucket, name = chosen.name, layout = chosen.layout, dump = chosen.psql.key,
                             manifest = chosen.manifest and chosen.manifest.key, size = chosen.size })
       end
       local pg, err = lazy("pgr.pg")
@@ -741,11 +726,17 @@ local function preflight_steps(svc)
           label, tostring(info.format))
       end
       if not info.trailer then
-        return fail("backup", "%s is truncated: pg_dumpall's completion trailer is missing", label)
+        return fail("backup", "%s is truncated: pg_dumpall's completion trailer is missing (a backup job that "
+          .. "failed half-way leaves such a dump; choose another: pgr backups %s)", label, svc.service)
       end
+      local policy = require "pgr.restorepolicy"
+      local drops_ok, why = policy.check_drops(info)
+      if not drops_ok then return fail("backup", "%s: %s", label, why) end
       ctx:set("dump_databases", info.databases or {})
       ctx:set("dump_connects", info.connects or {})
-      return ("%s, %s"):format(label, size and require("pgr.ui").bytes(size) or "size unknown")
+      ctx:set("dump_header", { clean = info.clean, dumped_from = info.dumped_from, dumped_by = info.dumped_by })
+      return ("%s, %s, %s"):format(label, size and require("pgr.ui").bytes(size) or "size unknown",
+        policy.dump_label(info))
     end,
   }
   steps[#steps + 1] = {
@@ -783,8 +774,13 @@ local function preflight_steps(svc)
       local cl
       cl, err = ctx.k8s:get(svc.client.kind, svc.client.name)
       if not cl then return nil, err end
+      -- the dump must not come from a newer PostgreSQL than the cluster it is restored into
+      local version = field(pgo or ctx.saved["postgresql.json"], "spec", "postgresql", "version")
+      local fits, why = require("pgr.restorepolicy").check_version(ctx.state.dump_header or {}, version)
+      if not fits then return fail("version", "%s/%s: %s", svc.namespace, svc.cluster, why) end
       if not pgo then return ("%s is gone: it is created again from the copy saved by an earlier run"):format(svc.cluster) end
-      return ("%s is %s"):format(svc.cluster, tostring(field(pgo, "status", "PostgresClusterStatus")))
+      return ("%s is %s, PostgreSQL %s"):format(svc.cluster, tostring(field(pgo, "status", "PostgresClusterStatus")),
+        tostring(version or "of unknown version"))
     end,
   }
   local commands = site_commands(svc)
@@ -830,9 +826,18 @@ end
 
 local function drop_restored_databases(ctx)
   -- A restore cut short left some of the dump applied: start it again from clean databases.
-  local conn, err = M.admin(ctx, "template1")
-  if not conn then return nil, err end
   local pg = require "pgr.pg"
+  local conn, err = M.admin(ctx, "template1")
+  if not conn and tostring(err):find('database "template1" does not exist', 1, true) then
+    -- a -c dump cut between its DROP DATABASE template1 and the CREATE: make it again, as the dump would
+    local c, cerr = M.admin(ctx, "postgres")
+    if not c then return nil, cerr end
+    local ok, e = c:exec("CREATE DATABASE template1 WITH TEMPLATE = template0 IS_TEMPLATE = true")
+    c:close()
+    if not ok then return nil, e end
+    conn, err = M.admin(ctx, "template1")
+  end
+  if not conn then return nil, err end
   local dbs = {}
   for _, db in ipairs(ctx.state.dump_databases or {}) do dbs[#dbs + 1] = db end
   for _, db in ipairs(ctx.state.dump_connects or {}) do
@@ -852,7 +857,9 @@ local function drop_restored_databases(ctx)
   return true
 end
 
--- The role the dump is streamed as (created for the stream, dropped after it).
+-- The role the dump is streamed as (created for the stream, dropped after it): a name of this run's
+-- own, so that no dump can hold it (a backup taken while an earlier run had left its loader behind
+-- would otherwise DROP, re-create and ALTER the very role streaming it, NOLOGIN and all).
 M.LOADER = "pgr_restore"
 
 local function random_password()
@@ -882,7 +889,8 @@ local function stream_dump(ctx)
   admin, err = M.admin(ctx, "postgres")
   if not admin then return nil, err end
   local loader_pw = ctx:secret(random_password())
-  local loader = pg.quote_ident(M.LOADER)
+  local loader_name = ctx:remember("loader", M.LOADER .. "_" .. random_password():sub(1, 8))
+  local loader = pg.quote_ident(loader_name)
   -- a stream that fails leaves the loader unable to log in (a resumed step enables it again), so no
   -- superuser with a forgotten password stays behind; the error is the stream's
   local function give_up(e)
@@ -891,8 +899,8 @@ local function stream_dump(ctx)
     return nil, e
   end
   local ok, e = admin:exec(("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN "
-    .. "CREATE ROLE %s; END IF; END$$; ALTER ROLE %s LOGIN SUPERUSER"):format(pg.quote_literal(M.LOADER), loader, loader))
-  if ok then ok, e = admin:set_password(M.LOADER, loader_pw) end
+    .. "CREATE ROLE %s; END IF; END$$; ALTER ROLE %s LOGIN SUPERUSER"):format(pg.quote_literal(loader_name), loader, loader))
+  if ok then ok, e = admin:set_password(loader_name, loader_pw) end
   if not ok then return give_up(e) end
   local pod, perr = M.master(ctx)
   if not pod then return give_up(perr) end
@@ -902,13 +910,19 @@ local function stream_dump(ctx)
   ctx:set("dump_started", true)
   ctx:_journal({ event = "write", step = ctx.step, description = "stream " .. label .. " into " .. pod.metadata.name })
   local bar = ctx:progress({ label = "restore " .. svc.cluster, total = size, unit = "bytes" })
-  local params = conn_params(ctx, pod, { user = M.LOADER, password = loader_pw })
+  local params = conn_params(ctx, pod, { user = loader_name, password = loader_pw })
+  -- every session of the stream acts as postgres (SET ROLE at connection start), so what the dump
+  -- creates belongs to postgres as under psql -U postgres: owners, and the initial privileges of
+  -- extension objects (REASSIGN OWNED cannot rewrite those; they would name the dropped loader)
+  params.options = "-c role=postgres"
   local jobs = ctx.source.jobs or ctx.site.restore_jobs or 1
+  local policy = restore_policy(ctx)
   local res
   res, err = pg.restore(params, src, {
     total = size,
     jobs = jobs,
-    on_error = expected_errors(),
+    on_error = policy.on_error,
+    skip = require("pgr.restorepolicy").RUN_SKIP,
     progress = function(p) bar:update(p.bytes, p.errors and p.errors > 0 and (p.errors .. " expected errors") or nil) end,
   })
   if type(src) ~= "string" and src.close then src:close() end
@@ -916,13 +930,16 @@ local function stream_dump(ctx)
     bar:finish()
     return give_up(err)
   end
-  bar:finish(("restored %s: %d statements, %d COPY rows, %d expected errors%s"):format(label, res.statements or 0,
-    res.copy_rows or 0, res.errors and res.errors.count or 0,
+  bar:finish(("restored %s: %d statements (%d not sent), %d COPY rows, %d expected errors%s"):format(label,
+    res.statements or 0, res.skipped or 0, res.copy_rows or 0, res.errors and res.errors.count or 0,
     (res.jobs or 1) > 1 and (", %d connections"):format(res.jobs) or ""))
   if jobs > (res.jobs or 1) then
     ctx:log(("loaded over %d connection(s), not %d: a gzip'd dump loads over one"):format(res.jobs or 1, jobs))
   end
   -- the errors the dump met, expected or not, stay in the run's log for whoever audits the restore
+  for _, c in ipairs(policy:summary()) do
+    ctx:log(("expected ×%d %s: %s"):format(c.count, c.class, c.why))
+  end
   for _, fe in ipairs(res.errors and res.errors.first or {}) do
     ctx:log(("dump line %s: %s %s: %s"):format(tostring(fe.line), fe.expected and "expected" or "UNEXPECTED",
       tostring(fe.sqlstate), tostring(fe.message)))
@@ -941,10 +958,9 @@ local function stream_dump(ctx)
   for _, db in ipairs(ctx.state.dump_connects or {}) do dbs[db] = true end
   for _, db in ipairs(ctx.state.dump_databases or {}) do dbs[db] = true end
   for db in pairs(dbs) do
-    local c, cerr = pg.connect(conn_params(ctx, pod, { user = M.LOADER, password = loader_pw, dbname = db }))
+    local c, cerr = pg.connect(conn_params(ctx, pod, { user = loader_name, password = loader_pw, dbname = db }))
     if c then
-      ok, e = c:exec(("REASSIGN OWNED BY %s TO postgres; DROP OWNED BY %s"):format(pg.quote_ident(M.LOADER),
-        pg.quote_ident(M.LOADER)))
+      ok, e = c:exec(("REASSIGN OWNED BY %s TO postgres; DROP OWNED BY %s"):format(loader, loader))
       c:close()
       if not ok then return give_up(e) end
     elseif not tostring(cerr):find("does not exist", 1, true) then

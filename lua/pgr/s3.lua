@@ -256,28 +256,44 @@ function M.cluster_of(name)
   return M.CLUSTERS[name] or name
 end
 
--- pair(objects) -> backups, newest first: { name=, cluster=, time=, psql=obj|nil, manifest=obj|nil,
--- complete=bool, missing="manifest"|"psql"|nil, size=, url= }. Objects that are neither .psql nor
--- .manifest are left out. Without a time in the name, LastModified orders.
+-- The layouts backups come in (pgr backups names them):
+--   csm       CSM's nightly job: <cluster>-<UTC time>.psql + .manifest (a pair; incomplete without both)
+--   operator  the postgres-operator's logical backup: spilo/<cluster>/<uid>/logical_backups/<epoch>.sql.gz,
+--             gzip'd, no manifest by design (a restore sets the passwords from the current secrets)
+local OPERATOR_KEY = "^spilo/([^/]+)/([^/]+)/logical_backups/(%d+)%.sql%.gz$"
+
+-- pair(objects) -> backups, newest first: { name=, layout=, cluster=, time=, psql=obj|nil,
+-- manifest=obj|nil, complete=bool, missing="manifest"|"psql"|nil, size=, url= }. psql is the dump
+-- object whatever its layout. Other objects are left out. Without a time in the name, LastModified orders.
 function M.pair(objects, bucket)
   local by, order = {}, {}
   for _, o in ipairs(objects) do
-    local base, ext = o.key:match("^(.*)%.(psql)$")
-    if not base then base, ext = o.key:match("^(.*)%.(manifest)$") end
-    if base then
-      local b = by[base]
-      if not b then
-        b = { name = base, time = M.name_time(base) }
-        by[base] = b
-        order[#order + 1] = b
+    local cluster, uid, epoch = o.key:match(OPERATOR_KEY)
+    if cluster then
+      order[#order + 1] = { name = o.key:gsub("%.sql%.gz$", ""), layout = "operator", cluster = cluster, uid = uid,
+                            time = os.date("!%Y-%m-%dT%H:%M:%S", tonumber(epoch)), psql = o }
+    else
+      local base, ext = o.key:match("^(.*)%.(psql)$")
+      if not base then base, ext = o.key:match("^(.*)%.(manifest)$") end
+      if base then
+        local b = by[base]
+        if not b then
+          b = { name = base, layout = "csm", time = M.name_time(base) }
+          by[base] = b
+          order[#order + 1] = b
+        end
+        b[ext] = o
       end
-      b[ext] = o
     end
   end
   for _, b in ipairs(order) do
-    b.complete = b.psql ~= nil and b.manifest ~= nil
-    b.missing = not b.psql and "psql" or not b.manifest and "manifest" or nil
-    b.cluster = b.time and b.name:match("^(.-)%-%d%d%d%d%-%d%d%-%d%dT") or b.name
+    if b.layout == "operator" then
+      b.complete = true
+    else
+      b.complete = b.psql ~= nil and b.manifest ~= nil
+      b.missing = not b.psql and "psql" or not b.manifest and "manifest" or nil
+      b.cluster = b.time and b.name:match("^(.-)%-%d%d%d%d%-%d%d%-%d%dT") or b.name
+    end
     b.size = b.psql and b.psql.size or nil
     b.last_modified = (b.psql or b.manifest).last_modified
     b.url = bucket and b.psql and ("s3://%s/%s"):format(bucket, b.psql.key) or nil
@@ -291,17 +307,34 @@ function M.pair(objects, bucket)
   return order
 end
 
+-- list_backups(client, bucket, prefix) -> backups (see pair) | nil, err: of one cluster in both
+-- layouts (prefix "spire-postgres-" and "spilo/spire-postgres/"), or every backup when prefix is nil.
+-- prefix is a cluster name (or a service's backup_prefix).
+function M.list_backups(c, bucket, prefix)
+  local objects, err
+  if not prefix then
+    objects, err = c:list(bucket, {})
+    if not objects then return nil, err end
+    return M.pair(objects, bucket)
+  end
+  objects, err = c:list(bucket, { prefix = prefix .. "-" })
+  if not objects then return nil, err end
+  local more
+  more, err = c:list(bucket, { prefix = "spilo/" .. prefix .. "/" })
+  if not more then return nil, err end
+  for _, o in ipairs(more) do objects[#objects + 1] = o end
+  return M.pair(objects, bucket)
+end
+
 -- backups(prefix, opts) -> backups (see pair), newest first | nil, err.  prefix: a service name
 -- ("spire"), a cluster ("spire-postgres") or nil for every backup in the bucket.
 function M.backups(prefix, opts)
   opts = opts or {}
   local c, cfg = M.connect(opts)
   if not c then return nil, cfg end
-  local p = prefix and (M.cluster_of(prefix) .. "-") or nil
-  local objects, err = c:list(cfg.bucket, { prefix = p })
+  local list, err = M.list_backups(c, cfg.bucket, prefix and M.cluster_of(prefix) or nil)
   c:close()
-  if not objects then return nil, err end
-  return M.pair(objects, cfg.bucket)
+  return list, err
 end
 
 return M

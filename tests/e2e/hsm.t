@@ -4,7 +4,9 @@
 . "$(dirname "$0")/lib.sh"
 E2E_NODES=0 e2e_up
 USERS="postgres service_account hmsdsuser standby"
-backup cray-smd-postgres
+# the HSM page's hand-made backup: pg_dumpall --clean in the leader, a kind: List manifest
+backup cray-smd-postgres list
+grep -q '^kind: List' "$MANIFEST"; ok $? "the manifest is kubectl's kind: List, as the HSM page makes it"
 # the Ethernet interfaces are deleted by the procedure (rediscovery fills them): compared apart
 export FP_EXCLUDE=--exclude-table-data=comp_eth_interfaces
 FP0=$(fingerprints cray-smd-postgres hmsds)
@@ -18,6 +20,7 @@ is "comp_eth_interfaces is empty" "$(sql cray-smd-postgres hmsds "SELECT count(*
 grep -q "Restart the database pods and wait until they are ready" "$E2E/out"; ok $? "every database pod was restarted"
 is "the HSM verification ran" "$(cat "$E2E/hsm-verify" 2>/dev/null)" ready
 is "the rediscovery ran" "$(cat "$E2E/hsm-rediscover" 2>/dev/null)" rediscover
+TWIN_SQL="hmsds|DELETE FROM comp_eth_interfaces" same_as_psql "hsm (List manifest)" cray-smd-postgres services "$DUMP"
 
 sql cray-smd-postgres hmsds "DELETE FROM node_nid_mapping" || bail "break again"
 restore_and_check "hsm without a manifest" hsm cray-smd-postgres services deployment cray-smd 3 \

@@ -24,6 +24,7 @@ uids0=$(job_uids)
 sql keycloak-postgres service_db "DELETE FROM user_role_mapping; DELETE FROM credential" || bail "break"
 restore_and_check "keycloak with the manifest" keycloak keycloak-postgres services statefulset cray-keycloak 3 \
   "$USERS" service_db --dump "$DUMP" --manifest "$MANIFEST"
+same_as_psql "keycloak" keycloak-postgres services "$DUMP"
 uids1=$(job_uids)
 [ "$(wc -w <<<"$uids1")" = 2 ] && [ "${uids1%% *}" != "${uids0%% *}" ] && [ "${uids1##* }" != "${uids0##* }" ]
 ok $? "keycloak-setup and keycloak-users-localize were replaced (new uids)"

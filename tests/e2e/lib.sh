@@ -135,11 +135,47 @@ replicas() { kubectl get "$1" "$2" -n "$3" -o jsonpath='{.spec.replicas}'; }
 instances() { kubectl get postgresql "$1" -n "$2" -o jsonpath='{.spec.numberOfInstances}'; }
 restarted_at() { kubectl get "$1" "$2" -n "$3" -o jsonpath='{.spec.template.metadata.annotations.kubectl\.kubernetes\.io/restartedAt}'; }
 
-# backup CLUSTER: a dump and manifest as CSM's cronjob writes them; sets DUMP and MANIFEST
+# backup CLUSTER [LAYOUT]: a backup as the field makes it (kubesim backup --layout): csm (default,
+# the nightly job: pg_dumpall -c and a multi-document manifest), list (the HSM/SLS pages' hand-made
+# one: --clean and a kind: List manifest) or operator (gzip'd, no manifest); sets DUMP and MANIFEST
 backup() {
   local out
-  out=$("$KS" backup "$SIM" "$1" "$BACKUP") || bail "kubesim backup $1"
+  out=$("$KS" backup "$SIM" "$1" "$BACKUP" --layout "${2:-csm}") || bail "kubesim backup $1"
   DUMP=$(sed -n 1p <<<"$out") MANIFEST=$(sed -n 2p <<<"$out")
+}
+
+# same_as_psql LABEL CLUSTER NS DUMP: restores DUMP the runbook's way (psql as postgres inside the
+# pod, here over the pod's socket) into a fresh twin of CLUSTER, then compares pg_dumpall of both.
+# What differs by nature is left out: the \restrict keys pg_dumpall makes up on each run. Nothing else.
+# (TWIN_SQL applies to the twin what the procedure itself changes after the dump).
+same_as_psql() {
+  local label=$1 cluster=$2 ns=$3 dump=$4 twin=${2}-psql a b i cat=cat
+  kubectl get postgresql "$cluster" -n "$ns" -o json |
+    jq --arg n "$twin" '{apiVersion, kind, metadata: {name: $n, namespace: .metadata.namespace, labels: .metadata.labels},
+                         spec: (.spec | .numberOfInstances = 1)}' | kubectl create -f - >/dev/null || { ok 1 "$label: twin"; return; }
+  for i in $(seq 1 600); do
+    [ "$(kubectl get postgresql "$twin" -n "$ns" -o jsonpath='{.status.PostgresClusterStatus}')" = Running ] && break
+    sleep 0.1
+  done
+  case $dump in *.gz) cat="gzip -dc" ;; esac
+  $cat "$dump" | PGCONNECT_TIMEOUT=10 "$PGBIN/psql" -X -q -h "$(socket_dir "$twin")" -U postgres -d postgres >"$E2E/twin.log" 2>&1
+  # what the procedure itself changes after the dump (TWIN_SQL="db|sql"), e.g. HSM empties a table
+  [ -n "${TWIN_SQL:-}" ] && socket_sql "$(socket_dir "$twin")" "${TWIN_SQL%%|*}" "${TWIN_SQL#*|}" >/dev/null
+  # without a manifest (SAME_PASSWORDS=no) pgr sets each role's password from its secret: a new salted
+  # verifier, a difference by nature; the logins are asserted on their own
+  local strip='s/^$//'
+  [ "${SAME_PASSWORDS:-yes}" = no ] && strip="s/ PASSWORD 'SCRAM-SHA-256[^']*'//"
+  a=$("$PGBIN/pg_dumpall" -h "$(socket_dir "$cluster")" -U postgres | grep -v '^\\\(un\)\?restrict ' | sed "$strip")
+  b=$("$PGBIN/pg_dumpall" -h "$(socket_dir "$twin")" -U postgres | grep -v '^\\\(un\)\?restrict ' | sed "$strip")
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then ok 0 "$label: pg_dumpall equals a psql restore of the same dump ($(grep -c ERROR "$E2E/twin.log") errors in psql's)"
+  else ok 1 "$label: pg_dumpall equals a psql restore of the same dump"; diff <(echo "$a") <(echo "$b") | head -20 | sed 's/^/# /'; fi
+  kubectl delete postgresql "$twin" -n "$ns" --wait=true >/dev/null
+}
+
+# s3_put FILE KEY: into postgres-backup under KEY
+s3_put() {
+  F=$1 K=$2 "$PGR" -e 'local c = assert(require("pgr.s3").connect{})
+    assert(c:put_file("postgres-backup", os.getenv("K"), os.getenv("F")))' || bail "upload $2"
 }
 
 # pgr_run ARGS...: pgr run with the sandbox's site and state; output in $E2E/out, status returned

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/e2e/preflight.t — every preflight failure stops `pgr run` with exit 3 before anything changes,
-# asserted on the simulator's objects: a truncated dump, a custom-format dump, a manifest of another
+# asserted on the simulator's objects: a truncated dump (a failed CSM job), a dump from a newer major,
+# a dump dropping a database it never re-creates, a custom-format dump, a manifest of another
 # cluster, a denied verb, a site command that is not installed, an HSM schema mismatch.
 . "$(dirname "$0")/lib.sh"
 E2E_NODES=0 e2e_up
@@ -31,9 +32,25 @@ refused() {
 }
 
 backup spire-postgres
-head -c 60000 "$DUMP" > "$E2E/truncated.psql"
-refused "a truncated dump" "truncated: pg_dumpall's completion trailer is missing" \
-  services/spire.lua --dump "$E2E/truncated.psql" --manifest "$MANIFEST" --yes
+# CSM's nightly job whose pg_dumpall died: the upload holds the first bytes, no manifest follows
+trunc=$("$KS" backup "$SIM" spire-postgres "$E2E/failed-job" --truncate 60000 --timestamp 2099-01-01T03:10:04) || bail "truncated backup"
+[ "$(ls "$E2E/failed-job")" = "spire-postgres-2099-01-01T03:10:04.psql" ]; ok $? "the failed job left a .psql and no .manifest"
+refused "a truncated CSM backup (the failed job)" "truncated: pg_dumpall's completion trailer is missing \(a backup job" \
+  services/spire.lua --dump "$trunc" --yes
+
+# a dump from a newer PostgreSQL than the target cluster runs: refused before anything is deleted
+kubectl patch postgresql spire-postgres -n spire --type merge -p '{"spec":{"postgresql":{"version":"14"}}}' >/dev/null ||
+  bail "patch the version"
+refused "a dump from a newer major than the cluster" \
+  "spire/spire-postgres: the dump was taken from PostgreSQL 1[5-9][.0-9]*, newer than the target cluster's PostgreSQL 14" \
+  services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
+kubectl patch postgresql spire-postgres -n spire --type merge \
+  -p "{\"spec\":{\"postgresql\":{\"version\":\"$(basename "$(dirname "$PGBIN")")\"}}}" >/dev/null || bail "patch back"
+
+# a DROP DATABASE whose database the dump never creates again would lose its data
+grep -v '^CREATE DATABASE spire ' "$DUMP" > "$E2E/nocreate.psql"
+refused "a dump that drops spire without creating it again" "drops database spire but never creates it again" \
+  services/spire.lua --dump "$E2E/nocreate.psql" --manifest "$MANIFEST" --yes
 
 "$PGBIN/pg_dump" -Fc -h "$(socket_dir spire-postgres)" -U postgres spire > "$E2E/custom.dump" || bail "pg_dump -Fc"
 refused "a custom-format dump" "custom-format archive" \

@@ -18,6 +18,7 @@ is "the postgresql object was not deleted (same uid)" "$(kubectl get postgresql 
 is "public may connect to sls and service_db again" \
    "$(sql cray-sls-postgres postgres "SELECT bool_and(has_database_privilege('public', datname, 'CONNECT')) FROM pg_database WHERE datname IN ('sls', 'service_db')")" t
 is "the SLS verification ran" "$(cat "$E2E/sls-verify" 2>/dev/null)" ok
+same_as_psql "sls (in place)" cray-sls-postgres services "$DUMP"
 
 sql cray-sls-postgres sls "DELETE FROM version_history" || bail "break again"
 restore_and_check "sls without a manifest" sls cray-sls-postgres services deployment cray-sls 3 \

@@ -53,7 +53,12 @@ is "no password in the output, journal, log or state" "$leaks" 0
 is "the run directory is 0700, saved files 0600" \
    "$(stat -c %a "$run") $(stat -c %a "$run"/saved/* | sort -u | tr '\n' ' ')" "700 600 "
 [ -f "$run/saved/postgresql.json" ] && [ -f "$run/saved/secrets.json" ]; ok $? "the postgresql object and the secrets were saved"
-is "no pgr_restore role is left" "$(sql spire-postgres postgres "SELECT count(*) FROM pg_roles WHERE rolname = 'pgr_restore'")" 0
+is "no pgr_restore role is left" "$(sql spire-postgres postgres "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgr\_restore%'")" 0
+grep -q "pg_dumpall -c of PostgreSQL" "$E2E/out"; ok $? "preflight read the dump's header: pg_dumpall -c, its version"
+grep -qE "restored .*: [0-9]+ statements \(1 not sent\), [0-9]+ COPY rows, [0-9]+ expected errors" "$E2E/out"
+ok $? "the CSM backup (pg_dumpall -c of a Spilo cluster) restored with expected errors only"
+grep -q "expected ×[0-9]* role_kept" "$run/log"; ok $? "the run's log names the expected classes"
+same_as_psql "spire" spire-postgres spire "$DUMP"
 
 # ---------------------------------------------------------------- without the manifest
 sql spire-postgres spire "DELETE FROM registered_entries WHERE id > 10" 2>/dev/null

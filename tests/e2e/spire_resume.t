@@ -38,7 +38,7 @@ started() {
 }
 # whether the loader role is copying into the spire database right now
 streaming() {
-  [ "$(socket_sql "$SOCK" postgres "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgr_restore'
+  [ "$(socket_sql "$SOCK" postgres "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'pgr\_restore\_%'
         AND datname = 'spire' AND query LIKE 'COPY%'" 2>/dev/null)" = 1 ]
 }
 # kill -9 pgr; true when it died of that signal
@@ -84,5 +84,5 @@ ok $? "spire-agent and spire-jwks were rolled out again"
 reached=0
 for node in $(nodeset -e "$NODELIST"); do grep -qx "restart spire-agent" "$NODES/systemctl.$node" 2>/dev/null && reached=$((reached + 1)); done
 is "spire-agent was restarted on all 9 nodes" "$reached" 9
-is "no pgr_restore role is left" "$(sql spire-postgres postgres "SELECT count(*) FROM pg_roles WHERE rolname = 'pgr_restore'")" 0
+is "no pgr_restore role is left" "$(sql spire-postgres postgres "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgr\_restore%'")" 0
 done_testing

@@ -12,6 +12,7 @@ restore_and_check "vcs with the manifest" vcs gitea-vcs-postgres services deploy
   "$USERS" service_db --dump "$DUMP" --manifest "$MANIFEST"
 grep -q "Check the gitea-vcs-data-claim volume claim exists" "$E2E/out"; ok $? "the PVC prerequisite was checked"
 is "the VCS verification ran" "$(cat "$E2E/vcs-verify" 2>/dev/null)" ok
+same_as_psql "vcs" gitea-vcs-postgres services "$DUMP"
 
 sql gitea-vcs-postgres service_db 'DELETE FROM repository' || bail "break again"
 restore_and_check "vcs without a manifest" vcs gitea-vcs-postgres services deployment gitea-vcs 1 \

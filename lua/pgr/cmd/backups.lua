@@ -3,14 +3,19 @@
 local cli = require "pgr.cli"
 
 local M = {
-  summary = "list the Postgres backups in S3, newest first (pairs of .psql and .manifest)",
+  summary = "list the Postgres backups in S3, newest first (CSM's pairs and the operator's logical backups)",
   usage = "Usage: pgr backups [--bucket NAME] [--endpoint URL] [--json] [SERVICE|CLUSTER]",
   help = [[
 SERVICE is spire, keycloak, vcs, hsm or sls; a CLUSTER name (spire-postgres) or any key prefix
 works too. Without one, every backup in the bucket is listed.
 
-A backup is complete when both its .psql dump and its .manifest exist; the STATUS column says
-which half is missing otherwise. The endpoint, bucket and credentials come from the site file
+Two layouts are found (the LAYOUT column):
+  csm       CSM's nightly job: CLUSTER-TIME.psql and CLUSTER-TIME.manifest. It is complete when
+            both exist; STATUS says which half is missing otherwise (a job that failed half-way
+            leaves a .psql without its .manifest). pgr run never picks an incomplete one by itself.
+  operator  the postgres-operator's logical backup, spilo/CLUSTER/UID/logical_backups/EPOCH.sql.gz:
+            gzip'd, without a manifest by design (pgr run then sets the passwords from the
+            current secrets). Its NAME is the key without .sql.gz; pgr run --backup takes it. The endpoint, bucket and credentials come from the site file
 and the usual AWS settings (AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/config endpoint_url).]],
   flags = {
     { name = "bucket", short = "b", value = "NAME", help = "bucket (default: the site's, postgres-backup)" },
@@ -37,7 +42,7 @@ function M.run(argv)
   if opts.json then
     local out = {}
     for _, b in ipairs(list) do
-      out[#out + 1] = { name = b.name, cluster = b.cluster, time = b.time, complete = b.complete,
+      out[#out + 1] = { name = b.name, layout = b.layout, cluster = b.cluster, time = b.time, complete = b.complete,
                         missing = b.missing, size = b.size, url = b.url,
                         psql = b.psql and b.psql.key, manifest = b.manifest and b.manifest.key }
     end
@@ -48,10 +53,10 @@ function M.run(argv)
     cli.eprint(("pgr backups: no backups%s"):format(pos[1] and (" of " .. s3.cluster_of(pos[1])) or ""))
     return cli.EXIT.failed
   end
-  local rows = { { "TIME", "CLUSTER", "SIZE", "STATUS", "NAME" } }
+  local rows = { { "TIME", "CLUSTER", "LAYOUT", "SIZE", "STATUS", "NAME" } }
   for _, b in ipairs(list) do
     rows[#rows + 1] = {
-      b.time or (b.last_modified or "-"):sub(1, 19), b.cluster, human_size(b.size),
+      b.time or (b.last_modified or "-"):sub(1, 19), b.cluster, b.layout or "-", human_size(b.size),
       b.complete and "complete" or ("no ." .. b.missing), b.name,
     }
   end

@@ -168,32 +168,120 @@ def _timestamp():
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
 
 
+def _yaml_scalar(v):
+    """A string as PyYAML's safe dump writes it: plain when it reads back as the same string."""
+    import re
+    if v is None:
+        return "null"
+    v = str(v)
+    if (v == "" or re.match(r"^(true|false|yes|no|on|off|null|~|[-+]?[0-9][0-9_.eE+-]*)$", v, re.I)
+            or v[0] in "-?:,[]{}#&*!|>'\"%@`" or ": " in v or " #" in v or v != v.strip()):
+        return "'" + v.replace("'", "''") + "'"
+    return v
+
+
+def _yaml_mapping(d, indent=0):
+    """A mapping of strings and mappings in block style, keys sorted: PyYAML's yaml.dump(res)."""
+    out = []
+    for k in sorted(d):
+        v = d[k]
+        if isinstance(v, dict) and v:
+            out.append("%s%s:" % (" " * indent, k))
+            out.append(_yaml_mapping(v, indent + 2))
+        else:
+            out.append("%s%s: %s" % (" " * indent, k, "{}" if isinstance(v, dict) else _yaml_scalar(v)))
+    return "\n".join(out)
+
+
+def csm_manifest(info):
+    """CSM's postgres-db-backup job: for each service user's secret, then postgres's, then standby's,
+    {apiVersion, kind, type, metadata: {name, namespace, labels}, data} dumped by PyYAML (keys
+    sorted), each written as "\n---\n<yaml>\n"."""
+    by_name = {s["metadata"]["name"]: s for s in info["secrets"]}
+    order = [u for u in info.get("users") or [] if u not in ("postgres", "standby")] + ["postgres", "standby"]
+    docs = []
+    for user in order:
+        s = by_name.get("%s.%s.credentials" % (user.replace("_", "-"), info["name"]))
+        if s is None:
+            continue
+        md = s["metadata"]
+        doc = {"apiVersion": s.get("apiVersion", "v1"), "kind": s.get("kind", "Secret"),
+               "type": s.get("type", "Opaque"),
+               "metadata": {"name": md["name"], "namespace": md["namespace"], "labels": md.get("labels")},
+               "data": dict(s.get("data") or {})}
+        docs.append("\n---\n%s\n\n" % _yaml_mapping(doc))
+    return "".join(docs)
+
+
+def list_manifest(d, info):
+    """The HSM/SLS pages' hand-made manifest: `kubectl get secret -o yaml A B ...` (a kind: List) with
+    the uid, resourceVersion and creationTimestamp lines taken out. Made by the real kubectl."""
+    names = [s["metadata"]["name"] for s in info["secrets"]]
+    r = subprocess.run(["kubectl", "--kubeconfig", os.path.join(os.path.abspath(d), "kubeconfig"), "get", "secret",
+                        "-n", info["namespace"], "-o", "yaml"] + names, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        sys.exit("kubesim: kubectl get secret failed: %s" % r.stderr.decode(errors="replace"))
+    keep = [l for l in r.stdout.decode().splitlines(True)
+            if not l.lstrip().startswith(("uid:", "resourceVersion:", "creationTimestamp:"))]
+    return "".join(keep)
+
+
+def dump_host(info):
+    """CSM's job dumps the closest streaming replica when it lags less than 1 MiB, else the master."""
+    for r in info.get("replicas") or []:
+        if r.get("host") and r.get("streaming") and (r.get("lag_bytes") or 0) < 1 << 20:
+            return r["host"]
+    return info["host"]
+
+
 def cmd_backup(a):
+    import gzip
     info = admin_call(a.dir, {"op": "cluster", "cluster": a.cluster})
     if not info.get("host"):
         sys.exit("kubesim: cluster %s has no running master" % a.cluster)
-    os.makedirs(a.outdir, exist_ok=True)
-    ts = a.timestamp or _timestamp()
-    base = os.path.join(a.outdir, "%s-%s" % (a.cluster, ts))
-    env = dict(os.environ, PGPASSWORD=info["postgres_password"], PGCONNECT_TIMEOUT="10")
     from ksim.pgmanager import find_bindir
-    with open(base + ".psql", "wb") as out:
-        # As CSM's backup cronjob: pg_dumpall of the master over TCP as the postgres user.
-        r = subprocess.run([os.path.join(find_bindir(), "pg_dumpall"), "-h", info["host"], "-p", str(info["port"]),
-                            "-U", "postgres"], stdout=out, stderr=subprocess.PIPE, env=env)
+    pg_dumpall = os.path.join(find_bindir(), "pg_dumpall")
+    env = dict(os.environ, PGPASSWORD=info["postgres_password"], PGCONNECT_TIMEOUT="10")
+    host = dump_host(info)
+    if a.layout == "csm":
+        # CSM's cronjob: pg_dumpall -c (no --if-exists) over TCP as postgres
+        argv = [pg_dumpall, "-c", "-h", host, "-p", str(info["port"]), "-U", "postgres"]
+    elif a.layout == "list":
+        # the HSM/SLS pages: `kubectl exec` into the leader, pg_dumpall --clean over the local socket
+        argv = [pg_dumpall, "--clean", "-h", info["socket_dir"], "-p", "5432", "-U", "postgres"]
+    else:
+        # the operator's logical-backup job: pg_dumpall of a replica (else the master), gzip'd
+        argv = [pg_dumpall, "-h", host, "-p", str(info["port"]), "-U", "postgres"]
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     if r.returncode != 0:
         sys.exit("kubesim: pg_dumpall failed: %s" % r.stderr.decode(errors="replace"))
-    docs = []
-    for s in info["secrets"]:
-        lines = ["apiVersion: v1", "data:"]
-        for k in sorted(s.get("data") or {}):
-            lines.append("  %s: %s" % (k, s["data"][k]))
-        lines += ["kind: Secret", "metadata:", "  name: %s" % s["metadata"]["name"],
-                  "  namespace: %s" % s["metadata"]["namespace"], "type: %s" % s.get("type", "Opaque")]
-        docs.append("\n".join(lines) + "\n")
-    with open(base + ".manifest", "w") as f:
-        f.write("".join("---\n" + x for x in docs))
-    os.chmod(base + ".manifest", 0o600)
+    dump = r.stdout
+    os.makedirs(a.outdir, exist_ok=True)
+    if a.layout == "operator":
+        epoch = int(time.time()) if not a.timestamp else \
+            int(__import__("calendar").timegm(time.strptime(a.timestamp, "%Y-%m-%dT%H:%M:%S")))
+        key = "spilo/%s/%s/logical_backups/%d.sql.gz" % (info["name"], info["uid"], epoch)
+        path = os.path.join(a.outdir, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(gzip.compress(dump))
+        print(path)
+        return
+    ts = a.timestamp or _timestamp()
+    base = os.path.join(a.outdir, "%s-%s" % (a.cluster, ts))
+    if a.truncate is not None:
+        # a job whose pg_dumpall died: the upload holds what was streamed so far, and no manifest follows
+        with open(base + ".psql", "wb") as f:
+            f.write(dump[:a.truncate])
+        print(base + ".psql")
+        return
+    with open(base + ".psql", "wb") as f:
+        f.write(dump)
+    text = csm_manifest(info) if a.layout == "csm" else list_manifest(a.dir, info)
+    fd = os.open(base + ".manifest", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     print(base + ".psql")
     print(base + ".manifest")
 
@@ -227,6 +315,11 @@ def main(argv=None):
     p.add_argument("cluster")
     p.add_argument("outdir")
     p.add_argument("--timestamp")
+    p.add_argument("--layout", default="csm", choices=["csm", "list", "operator"],
+                   help="csm: the nightly job's (default); list: the HSM/SLS pages' hand-made one; "
+                        "operator: the operator's gzip'd logical backup, no manifest")
+    p.add_argument("--truncate", type=int, metavar="BYTES",
+                   help="a failed job: only the first BYTES of the dump, no manifest")
     p.set_defaults(fn=cmd_backup)
     p = sub.add_parser("admin", help="POST one admin JSON op (or a list) and print the answer")
     p.add_argument("dir")

@@ -231,7 +231,8 @@ def register_admin(api, ctl, op, pgm, cfg, d):
         pw = w._password("postgres")
         return {"namespace": ns, "name": name, "master_pod": w.leader_name, "host": pgm.running_ip(w.key),
                 "port": 5432, "socket_dir": pgm.sockdir(w.key), "data_dir": os.path.join(pgm.cdir(w.key), "data"),
-                "postgres_password": pw, "secrets": secrets}
+                "postgres_password": pw, "secrets": secrets, "uid": w.uid,
+                "users": list((w.spec.get("users") or {}).keys())}
     ops["cluster"] = cluster
 
     def state(r):

@@ -3,6 +3,7 @@
 import time
 
 from .controllers import NODES, NAMESPACES, PODS, pod_ready
+from .pgmanager import server_major
 
 PGS = ("acid.zalan.do", "postgresqls")
 
@@ -66,12 +67,14 @@ def job(ns, name, labels, image, command):
                                             "containers": [_c(name, image, command=command)]}}}}
 
 
+# spec.postgresql.version is the major the simulated pods really run (Debian's 15): CSM's clusters run
+# 12-14, but a spec that named another version than the server would mislead pgr's version check.
 def postgresql(ns, name, team, users, databases, size="20Gi"):
     return PGS, {"apiVersion": "acid.zalan.do/v1", "kind": "postgresql",
                  "metadata": {"name": name, "namespace": ns,
                               "labels": {"app.kubernetes.io/managed-by": "Helm", "team": team}},
                  "spec": {"teamId": team, "numberOfInstances": 3, "enableLogicalBackup": False,
-                          "postgresql": {"version": "14", "parameters": {"max_connections": "550"}},
+                          "postgresql": {"version": server_major(), "parameters": {"max_connections": "550"}},
                           "volume": {"size": size},
                           "resources": {"requests": {"cpu": "100m", "memory": "100Mi"},
                                         "limits": {"cpu": "4", "memory": "4Gi"}},

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from . import util
+from . import spilo, util
 
 HBA = """# kubesim: local socket is trusted (like `kubectl exec ... psql -U postgres` in a Spilo pod);
 # every TCP connection needs a password, so a wrong password fails for real.
@@ -32,6 +32,11 @@ password_encryption = scram-sha-256
 log_line_prefix = '%m [%p] %q%u@%d '
 dynamic_shared_memory_type = posix
 """
+
+
+def server_major():
+    """The major version of the PostgreSQL servers kubesim runs ("15")."""
+    return os.path.basename(os.path.dirname(find_bindir()))
 
 
 def find_bindir():
@@ -111,6 +116,7 @@ class PgManager:
                 f.write(HBA)
             with open(os.path.join(tpl, "postgresql.conf"), "a") as f:
                 f.write(CONF)
+                f.write(spilo.CONF)
             util.log("pg: template initdb in %.2fs" % (time.time() - t0))
             self.template_ready = True
             return tpl

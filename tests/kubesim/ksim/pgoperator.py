@@ -7,7 +7,7 @@ import string
 import threading
 import time
 
-from . import util
+from . import spilo, util
 from .controllers import PODS, PVCS, STS, pod_ready
 
 PGS = ("acid.zalan.do", "postgresqls")
@@ -303,6 +303,7 @@ class Cluster(threading.Thread):
             fresh = pgm.ensure_data(self.key)
             pgm.start(self.key, ip)
             if fresh or not self.bootstrapped():
+                self.spilo_bootstrap()
                 self.bootstrap()
             self.leader_uid, self.leader_name = p["metadata"]["uid"], p["metadata"]["name"]
             self.pg_up = True
@@ -344,6 +345,17 @@ class Cluster(threading.Thread):
     def bootstrapped(self):
         import os
         return os.path.exists(self.op.pgm.cdir(self.key) + "/bootstrapped")
+
+    def spilo_bootstrap(self):
+        """Spilo's post_init: its roles, extensions and schemas, once per new data directory."""
+        import os
+        marker = self.op.pgm.cdir(self.key) + "/spilo-bootstrapped"
+        if os.path.exists(marker):
+            return
+        spilo.bootstrap(lambda sql, db: self.op.pgm.psql(self.key, sql, db=db))
+        with open(marker, "w") as f:
+            f.write("ok\n")
+        util.log("spilo: %s bootstrap objects created" % self.key)
 
     def _password(self, user):
         s = self.op.store.peek(SECRETS, self.ns, secret_name(user, self.name))
