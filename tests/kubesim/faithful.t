@@ -33,6 +33,23 @@ sql() {
     PGPASSWORD=$(secret_pw "$secret" "$2") PGCONNECT_TIMEOUT=5 psql -X -A -t -q -h "$(master_ip "$1" "$2")" -U "$3" -d "$4" -c "$5"
 }
 
+# ------------------------------------------------------------------ Spilo's connection rules
+# A client on a node reaching a pod IP must use TLS (hostnossl ... reject); libpq's default prefer does.
+PG_PW=$(secret_pw postgres.spire-postgres.credentials spire)
+out=$(PGPASSWORD=$PG_PW PGSSLMODE=disable PGCONNECT_TIMEOUT=5 psql -X -Atq -h "$(master_ip spire-postgres spire)" -U postgres -d postgres -c 'select 1' 2>&1)
+case $out in *"pg_hba.conf rejects connection"*"no encryption"*) ok 0 "a connection to a pod without TLS is refused (hostnossl reject)";;
+    *) ok 1 "a connection to a pod without TLS is refused (hostnossl reject)"; echo "# $out";; esac
+out=$(PGPASSWORD=$PG_PW PGSSLMODE=disable PGCONNECT_TIMEOUT=5 psql -X "host=$(master_ip spire-postgres spire) user=standby replication=true" -c 'IDENTIFY_SYSTEM' 2>&1)
+case $out in *"no pg_hba.conf entry for replication connection"*"no encryption"*) ok 0 "a replication connection without TLS is refused";;
+    *) ok 1 "a replication connection without TLS is refused"; echo "# $out";; esac
+is "libpq's default sslmode (prefer) gets TLS, and the cluster stores scram-sha-256 verifiers (PostgreSQL 14+)" \
+   "$(PGPASSWORD=$PG_PW PGCONNECT_TIMEOUT=5 psql -X -Atq -h "$(master_ip spire-postgres spire)" -U postgres -d postgres -F ' ' \
+      -c "select s.ssl, current_setting('password_encryption'), left(a.rolpassword, 13) from pg_stat_ssl s, pg_authid a where s.pid = pg_backend_pid() and a.rolname = 'spire'")" \
+   "t scram-sha-256 SCRAM-SHA-256"
+is "the pod serves Spilo's self-signed certificate" \
+   "$(echo | timeout 10 openssl s_client -starttls postgres -connect "$(master_ip spire-postgres spire):5432" 2>/dev/null |
+      openssl x509 -noout -subject -issuer | tr '\n' ' ')" "subject=CN = spilo.example.org issuer=CN = spilo.example.org "
+
 # ------------------------------------------------------------------ API basics seen through kubectl
 is "kubectl get ns lists the CSM namespaces" "$(kubectl get ns -o jsonpath='{.items[*].metadata.name}')" \
    "default kube-public kube-system services spire"

@@ -289,7 +289,9 @@ def cmd_backup(a):
 def cmd_psql(a):
     info = admin_call(a.dir, {"op": "cluster", "cluster": a.cluster})
     from ksim.pgmanager import find_bindir
+    # a pod refuses TCP without TLS (Spilo's hostnossl reject): ask for it rather than rely on prefer
     env = dict(os.environ, PGPASSWORD=info["postgres_password"])
+    env.setdefault("PGSSLMODE", "require")
     os.execvpe(os.path.join(find_bindir(), "psql"),
                ["psql", "-h", info["host"], "-p", "5432", "-U", "postgres"] + a.args, env)
 

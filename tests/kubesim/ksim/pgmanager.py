@@ -11,13 +11,18 @@ import time
 
 from . import spilo, util
 
-HBA = """# kubesim: local socket is trusted (like `kubectl exec ... psql -U postgres` in a Spilo pod);
-# every TCP connection needs a password, so a wrong password fails for real.
+# Spilo's pg_hba (configure_spilo.py): local trust; TCP from the pod's own loopback md5; TCP without TLS
+# refused; with TLS md5 (which accepts scram-sha-256 verifiers too); replication only as standby with TLS.
+# Spilo's `host all all 127.0.0.1/32 md5` line is left out: inside a pod only the pod's own processes
+# come from 127.0.0.1, but here every client reaching a pod IP (127.N.1.x) on lo connects *from*
+# 127.0.0.1, so that line would let a client on a "node" in without TLS, which Spilo does not.
+HBA = """# kubesim: Spilo's rules (local trust, hostnossl reject, hostssl md5)
 local   all             all                                     trust
-local   replication     all                                     trust
-host    all             all             0.0.0.0/0               scram-sha-256
-host    all             all             ::/0                    scram-sha-256
-host    replication     all             0.0.0.0/0               scram-sha-256
+host    all             all             ::1/128                 md5
+local   replication     standby                                 trust
+hostssl replication     standby         all                     md5
+hostnossl all           all             all                     reject
+hostssl all             all             all                     md5
 """
 
 CONF = """
@@ -141,14 +146,39 @@ class PgManager:
         return os.path.exists(os.path.join(self.cdir(key), "data", "PG_VERSION"))
 
     # -------------------------------------------------------------- servers
-    def start(self, key, ip, port=5432):
+    def make_cert(self, d):
+        """What Spilo does at container start: a self-signed certificate (CN spilo.example.org) that
+        PostgreSQL serves with ssl = on. Spilo lets openssl pick its default key (RSA 2048); kubesim makes
+        an EC P-256 key, which costs milliseconds instead of up to a second of CPU per pod start, and
+        changes nothing a client sees (a self-signed certificate, its own CA for verify-ca)."""
+        os.makedirs(d, exist_ok=True)
+        crt, key = os.path.join(d, "server.crt"), os.path.join(d, "server.key")
+        for f in (crt, key):
+            if os.path.exists(f):
+                os.unlink(f)
+        subprocess.run(["openssl", "req", "-nodes", "-new", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-days", "3650", "-subj", "/CN=spilo.example.org",
+                        "-keyout", key, "-out", crt], check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.chmod(key, 0o600)
+        for f in (d, crt, key):
+            self._own(f)
+        return crt, key
+
+    def start(self, key, ip, port=5432, settings=None):
+        """Starts the cluster's server on ip:port with Spilo's TLS (a certificate made now, as at pod
+        start); settings: more -c NAME=VALUE (e.g. password_encryption)."""
         self.stop(key)
         data = os.path.join(self.cdir(key), "data")
         log = open(os.path.join(self.cdir(key), "postgres.log"), "ab")
         if self.as_root:
             os.chown(log.name, self.uid, self.gid)
+        crt, tlskey = self.make_cert(os.path.join(self.cdir(key), "tls"))
         args = [os.path.join(self.bindir, "postgres"), "-D", data, "-p", str(port), "-k", self.sockdir(key),
-                "-c", "listen_addresses=%s" % ip]
+                "-c", "listen_addresses=%s" % ip, "-c", "ssl=on", "-c", "ssl_cert_file=%s" % crt,
+                "-c", "ssl_key_file=%s" % tlskey]
+        for k, v in sorted((settings or {}).items()):
+            args += ["-c", "%s=%s" % (k, v)]
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **self._popen_kw())
         log.close()
         with self.lock:

@@ -301,7 +301,7 @@ class Cluster(threading.Thread):
             p = candidates[0]
             ip = p["status"]["podIP"]
             fresh = pgm.ensure_data(self.key)
-            pgm.start(self.key, ip)
+            pgm.start(self.key, ip, settings=self.pg_settings())
             if fresh or not self.bootstrapped():
                 self.spilo_bootstrap()
                 self.bootstrap()
@@ -313,7 +313,7 @@ class Cluster(threading.Thread):
             # The server died under us (killed by a test): restart it on the same pod.
             util.log("patroni: %s server not running, restarting" % self.key)
             self.pg_up = False
-            pgm.start(self.key, leader["status"]["podIP"])
+            pgm.start(self.key, leader["status"]["podIP"], settings=self.pg_settings())
             self.pg_up = True
         for p in pods:
             if p["metadata"].get("deletionTimestamp") or p.get("status", {}).get("phase") != "Running":
@@ -331,6 +331,15 @@ class Cluster(threading.Thread):
                 lab["spilo-role"] = role
                 ann[ANNOTATION] = note
             self.op.store.mutate(PODS, self.ns, p["metadata"]["name"], fn)
+
+    def pg_settings(self):
+        """Server settings of the cluster's spec: password_encryption is PostgreSQL's default for the
+        spec's major version (md5 up to 13, scram-sha-256 from 14), as Spilo leaves it."""
+        try:
+            major = int(str((self.spec.get("postgresql") or {}).get("version", "15")).split(".")[0])
+        except ValueError:
+            major = 15
+        return {"password_encryption": "md5" if major <= 13 else "scram-sha-256"}
 
     def set_endpoint(self, ip):
         subsets = [{"addresses": [{"ip": ip}], "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]}] \
