@@ -34,7 +34,7 @@ LUA_SRC   := $(shell find lua -name '*.lua' | sort)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit check-deps install uninstall clean demo bench fuzz
+.PHONY: all deps test test-long unit check-deps install uninstall clean demo bench fuzz
 
 all: $(PGR)
 
@@ -76,6 +76,10 @@ $(BUILD):
 test: deps
 	$(MAKE) --no-print-directory all unit
 	PGR=$(abspath $(PGR)) UNIT_DIR=$(abspath $(BUILD)/unit) SANITIZE=$(SANITIZE) tests/run $(SUITES)
+
+# make test with the kill/resume matrix of all five services (make test runs Spire's and SLS's)
+test-long:
+	MATRIX_SERVICES="spire keycloak vcs hsm sls" $(MAKE) --no-print-directory test
 
 demo: deps all
 	@tests/demo.sh

@@ -908,7 +908,9 @@ local function stream_dump(ctx)
   local src, size, label = open_dump(ctx)
   if not src then return give_up(size) end
   ctx:set("dump_started", true)
-  ctx:_journal({ event = "write", step = ctx.step, description = "stream " .. label .. " into " .. pod.metadata.name })
+  -- journaled as a change (the loader exists now; the stream comes next): a kill here resumes by
+  -- dropping what the stream may have restored and streaming again
+  ctx:write("stream " .. label .. " into " .. pod.metadata.name)
   local bar = ctx:progress({ label = "restore " .. svc.cluster, total = size, unit = "bytes" })
   local params = conn_params(ctx, pod, { user = loader_name, password = loader_pw })
   -- every session of the stream acts as postgres (SET ROLE at connection start), so what the dump
@@ -1039,27 +1041,43 @@ end
 local function restart_database_pods(ctx)
   local svc = ctx.svc
   local k = ctx.k8s
-  local targets = {}
-  if svc.restart == "all" then
-    local pods, err = k:list("pods", { labels = spilo_selector(svc) })
-    if not pods then return nil, err end
-    for _, p in ipairs(pods) do targets[#targets + 1] = p end
-  else
-    local m, err = M.master(ctx)
-    if not m then return nil, err end
-    targets[1] = m
+  -- The pods to restart are recorded before the first is deleted: a run killed in the middle (a pod
+  -- deleted and still coming back, so no master to find) resumes from that record, deletes what of
+  -- it is still there and waits for the rest, instead of looking for a master that is not back yet.
+  local rec = ctx.state.restart_pods
+  if not rec then
+    local targets = {}
+    if svc.restart == "all" then
+      local pods, err = k:list("pods", { labels = spilo_selector(svc) })
+      if not pods then return nil, err end
+      for _, p in ipairs(pods) do targets[#targets + 1] = p end
+    else
+      local m, err = M.master(ctx)
+      if not m then return nil, err end
+      targets[1] = m
+    end
+    rec = { pods = {} }
+    for _, p in ipairs(targets) do rec.pods[#rec.pods + 1] = { name = p.metadata.name, uid = p.metadata.uid } end
+    if not ctx.dry_run then ctx:set("restart_pods", rec) end
   end
   local old = {}
-  for _, p in ipairs(targets) do
-    old[p.metadata.uid] = true
-    local ok, err = ctx:write(("delete pod %s/%s"):format(svc.namespace, p.metadata.name), function()
-      return k:delete("pod", p.metadata.name, { ignore_not_found = true })
+  for _, p in ipairs(rec.pods) do
+    old[p.uid] = true
+    local ok, err = ctx:write(("delete pod %s/%s"):format(svc.namespace, p.name), function()
+      -- only the pod recorded (a resumed run may find its successor under the same name)
+      local cur, gerr = k:get("pod", p.name)
+      if not cur then
+        if require("pgr.k8s").is_not_found(gerr) then return true end
+        return nil, gerr
+      end
+      if field(cur, "metadata", "uid") ~= p.uid then return true end
+      return k:delete("pod", p.name, { ignore_not_found = true })
     end)
     if not ok then return nil, err end
   end
-  local want = #targets
-  return ctx:wait(("for %d new database pod%s to be ready"):format(want, want == 1 and "" or "s"), function()
-    local ok, err = k:wait_for("pods", spilo_selector(svc), function(list)
+  local want = #rec.pods
+  local ok, err = ctx:wait(("for %d new database pod%s to be ready"):format(want, want == 1 and "" or "s"), function()
+    local wok, werr = k:wait_for("pods", spilo_selector(svc), function(list)
       local ready = 0
       for _, p in ipairs(list) do
         if not old[p.metadata.uid] and require("pgr.k8s").pod_ready(p) then ready = ready + 1 end
@@ -1067,11 +1085,12 @@ local function restart_database_pods(ctx)
       if ready >= want then return true end
       return false, ("%d/%d ready"):format(ready, want)
     end, wait_opts(ctx, "the restarted database pods"))
-    if not ok then return nil, err end
+    if not wok then return nil, werr end
     return k:wait_for("postgresql", svc.cluster, function(o)
       return field(o, "status", "PostgresClusterStatus") == "Running"
     end, wait_opts(ctx, "postgresql " .. svc.cluster .. " to be Running"))
   end)
+  return ok, err
 end
 
 function M.procedure(svc)

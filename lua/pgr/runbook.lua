@@ -38,8 +38,22 @@ local site_mod = require "pgr.site"
 local M = {}
 
 local EXIT = { ok = 0, failed = 1, usage = 2, preflight = 3, interrupted = 130 }
--- see the step loop: a test-only crash point, never set in production
-local KILL_AT = tonumber(os.getenv("PGR_TEST_KILL_AT") or "")
+-- Test-only crash points, never set in production: PGR_TEST_KILL_AT=STEP[:INSTANT[:K]] makes the
+-- process die of SIGKILL in step STEP at INSTANT: "start" (default: right after the step's start is
+-- journaled, before its action), "write" (right after its K-th change to the world took effect;
+-- K defaults to 1), "wait" (as its K-th wait on a change's effect begins), "done" (its action
+-- finished, just before its completion is journaled). The crash tests resume from each.
+local KILL_STEP, KILL_INSTANT, KILL_K
+do
+  local spec = os.getenv("PGR_TEST_KILL_AT") or ""
+  local step, instant, k = spec:match("^(%d+):?(%a*):?(%d*)$")
+  KILL_STEP, KILL_INSTANT, KILL_K = tonumber(step), (instant ~= "" and instant or "start"), tonumber(k) or 1
+end
+local function kill_point(step, instant, k)
+  if KILL_STEP == step and KILL_INSTANT == instant and (k == nil or k == KILL_K) then
+    sys.kill(sys.getpid(), "KILL")
+  end
+end
 M.EXIT = EXIT
 
 M.REDACTED = "‹redacted›"
@@ -370,8 +384,15 @@ function Ctx:write(description, fn, ...)
   end
   self:_journal({ event = "write", step = self.step, description = description })
   self:log("write: " .. description)
-  if fn then return fn(...) end
-  return true
+  self._step_writes = (self._step_writes or 0) + 1
+  local n = self._step_writes
+  if not fn then
+    kill_point(self.step, "write", n)
+    return true
+  end
+  local r = table.pack(fn(...))
+  kill_point(self.step, "write", n)
+  return table.unpack(r, 1, r.n)
 end
 
 function Ctx:wait(description, fn, ...)
@@ -380,7 +401,10 @@ function Ctx:wait(description, fn, ...)
     ui.line("        would wait " .. description)
     return true
   end
+  self:_journal({ event = "wait", step = self.step, description = description })
   self:log("wait: " .. description)
+  self._step_waits = (self._step_waits or 0) + 1
+  kill_point(self.step, "wait", self._step_waits)
   if fn then return fn(...) end
   return true
 end
@@ -706,9 +730,8 @@ function M.run(proc, opts)
         ctx:_journal({ event = "confirmed", step = i })
       end
       ctx:_journal({ event = "step_started", step = i, name = s.name })
-      -- a fault-injection point for the crash tests: PGR_TEST_KILL_AT=N makes this process die
-      -- of SIGKILL right after journaling the start of step N (kill -9 at an exact boundary)
-      if KILL_AT == i then sys.kill(sys.getpid(), "KILL") end
+      ctx._step_writes, ctx._step_waits = 0, 0
+      kill_point(i, "start")
       local t0 = sys.now()
       ui.step_start(i, n, s.name)
       local sok, res
@@ -719,6 +742,7 @@ function M.run(proc, opts)
       end
       local secs = sys.now() - t0
       if sok then
+        kill_point(i, "done")
         ctx:_persist_state()
         ctx:_journal({ event = "step_done", step = i, name = s.name, seconds = secs, note = res })
         ui.step_done(i, n, s.name, secs, res)
