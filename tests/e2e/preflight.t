@@ -38,14 +38,30 @@ trunc=$("$KS" backup "$SIM" spire-postgres "$E2E/failed-job" --truncate 60000 --
 refused "a truncated CSM backup (the failed job)" "truncated: pg_dumpall's completion trailer is missing \(a backup job" \
   services/spire.lua --dump "$trunc" --yes
 
+# patch_version V: sets spire-postgres's spec.postgresql.version and waits for the operator to have
+# handled it (its status goes Updating, then Running: seen on a watch opened before the patch), so
+# that no status write of its lands inside the refused run's before/after snapshot
+patch_version() {
+  local w=$E2E/watch.$1 i
+  kubectl get postgresql spire-postgres -n spire -w --output-watch-events \
+    -o jsonpath='{.object.status.PostgresClusterStatus}{"\n"}' >"$w" 2>/dev/null &
+  local wp=$!
+  for i in $(seq 1 300); do [ -s "$w" ] && break; sleep 0.1; done
+  kubectl patch postgresql spire-postgres -n spire --type merge -p "{\"spec\":{\"postgresql\":{\"version\":\"$1\"}}}" >/dev/null ||
+    bail "patch the version to $1"
+  for i in $(seq 1 600); do
+    awk '/Updating/ { u = 1 } u && /Running/ { found = 1 } END { exit !found }' "$w" && break
+    sleep 0.1
+  done
+  kill "$wp" 2>/dev/null; wait "$wp" 2>/dev/null
+}
+
 # a dump from a newer PostgreSQL than the target cluster runs: refused before anything is deleted
-kubectl patch postgresql spire-postgres -n spire --type merge -p '{"spec":{"postgresql":{"version":"14"}}}' >/dev/null ||
-  bail "patch the version"
+patch_version 14
 refused "a dump from a newer major than the cluster" \
   "spire/spire-postgres: the dump was taken from PostgreSQL 1[5-9][.0-9]*, newer than the target cluster's PostgreSQL 14" \
   services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
-kubectl patch postgresql spire-postgres -n spire --type merge \
-  -p "{\"spec\":{\"postgresql\":{\"version\":\"$(basename "$(dirname "$PGBIN")")\"}}}" >/dev/null || bail "patch back"
+patch_version "$(basename "$(dirname "$PGBIN")")"
 
 # a DROP DATABASE whose database the dump never creates again would lose its data
 grep -v '^CREATE DATABASE spire ' "$DUMP" > "$E2E/nocreate.psql"
