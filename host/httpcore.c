@@ -4,10 +4,12 @@
 
 #include <curl/curl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #ifndef PGR_VERSION
 #define PGR_VERSION "0"
@@ -43,6 +45,8 @@ struct pgr_http_client {
     size_t soff, slen, scap;
     char *dst;
     size_t dst_cap, dst_len;
+
+    atomic_int interrupted; /* set by another thread: every transfer fails at once ("aborted") */
 };
 
 static void set_error(pgr_http_error *err, const char *kind, int code, const char *fmt, ...)
@@ -361,6 +365,15 @@ static int blob(CURL *e, CURLoption opt, const char *pem)
 }
 
 /* Resets the easy handle (connections and caches survive) and applies config + request. */
+/* libcurl's sockets are not close-on-exec: a child started meanwhile (a shell, a server, ssh) would
+ * hold the connection open after pgr closed it. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)ud;
+    (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 static int setup(pgr_http_client *c, const pgr_http_request *req, pgr_http_response *resp,
                  pgr_http_error *err)
 {
@@ -401,6 +414,7 @@ static int setup(pgr_http_client *c, const pgr_http_request *req, pgr_http_respo
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_USERAGENT, c->cfg.user_agent ? c->cfg.user_agent : "pgr/" PGR_VERSION);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_OPENSOCKETFUNCTION, open_socket);
     long t = pick(req->timeout_ms, c->cfg.timeout_ms);
     if (t)
         SET(CURLOPT_TIMEOUT_MS, t);
@@ -579,6 +593,11 @@ static void transfer_error(pgr_http_client *c, pgr_http_error *err)
 /* One round: let libcurl work, then wait up to wait_ms for the socket. Sets c->done/result. */
 static int drive(pgr_http_client *c, int wait_ms)
 {
+    if (atomic_load(&c->interrupted)) {
+        c->done = 1;
+        c->fail_kind = "aborted";
+        return 0;
+    }
     int running = 0;
     int had_headers = c->headers_done;
     CURLMcode mc = curl_multi_perform(c->multi, &running);
@@ -602,7 +621,17 @@ static int drive(pgr_http_client *c, int wait_ms)
         return 0;
     if (wait_ms > 0)
         curl_multi_poll(c->multi, NULL, 0, wait_ms, NULL);
+    if (atomic_load(&c->interrupted)) {
+        c->done = 1;
+        c->fail_kind = "aborted";
+    }
     return 0;
+}
+
+void pgr_http_client_interrupt(pgr_http_client *c)
+{
+    atomic_store(&c->interrupted, 1);
+    curl_multi_wakeup(c->multi);
 }
 
 int pgr_http_perform(pgr_http_client *c, const pgr_http_request *req, pgr_http_response *resp,

@@ -137,6 +137,10 @@ long pgr_http_stream_read(pgr_http_client *c, char *buf, size_t cap, long wait_m
 /* Ends the stream (aborting the transfer when unfinished; that connection is then not reused).
  * Safe to call when no stream is open. */
 void pgr_http_stream_close(pgr_http_client *c);
+/* The one call that is safe from another thread while c is in use: the transfer in progress, and
+ * every later one, fails at once with kind "aborted" (a wait on the network or for the connection
+ * is woken). For stopping a thread that reads through c; the client must outlive the call. */
+void pgr_http_client_interrupt(pgr_http_client *c);
 
 /* Percent-encodes s (RFC 3986 unreserved characters kept; '/' kept when keep_slash). Returns a
  * malloc'd string the caller frees, NULL when out of memory. */
