@@ -15,12 +15,15 @@ return {
     -- one of: { access_key = "...", secret_key = "..." } | { file = "/root/.s3cfg-pgr" } |
     --         { secret = "services/postgres-backup-s3-credentials" }
     credentials = { secret = "services/postgres-backup-s3-credentials" },
+    -- MiB of the dump read ahead of the database's load (0: none), so the network and the load
+    -- overlap; with restore_jobs > 1 as much again is held for the loading connections
+    readahead_mb = 32,
   },
 
   -- Connections that load the dump's tables side by side, then build their indexes side by side
   -- (pgr run --jobs N wins). 1 is psql's way; 2-4 shortens the restore of a dump with several large
-  -- tables when the database pod has the CPUs for it. From S3 each table's rows are fetched again
-  -- by a Range request (the dump is read about twice): with one dominant table, keep 1.
+  -- tables when the database pod has the CPUs for it. From S3 the dump is read once (with a
+  -- read-ahead; readahead_mb = 0 fetches each table's rows again by a Range request instead).
   -- A gzip'd dump always loads over one connection.
   restore_jobs = 1,
 

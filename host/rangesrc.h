@@ -24,6 +24,10 @@ struct pgr_range_source {
     long long (*base)(void *ud);
     /* held = 1 while a restore fetches ranges (the object must refuse to be closed), 0 after. */
     void (*hold)(void *ud, int held);
+    /* Bytes the object's own stream reads ahead of its consumer (0 when it does not). A restore
+     * with jobs then feeds each COPY block to its connection from that one stream, within as many
+     * bytes again, instead of fetching its range a second time. */
+    long long (*readahead)(void *ud);
 };
 
 #endif

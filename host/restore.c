@@ -1,12 +1,14 @@
 /* restore.c — the restore engine behind pg.restore and pg.inspect: input hygiene and gzip, psql's
  * execution semantics over libpq (\connect, \restrict, COPY streaming), error accounting, parallel loads. */
 #include "restore.h"
+#include "readahead.h"
 #include "script.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -630,8 +632,13 @@ struct task {
     long line;
     long long start, end;
     int dbver;
+    /* a COPY fed from the dump stream the main thread reads (its reader's side; the main thread
+     * writes the block's data into it as it reads on), instead of a file's or a range's bytes */
+    pgr_ra_queue *feed;
+    int fed; /* it was (no byte count of its own) */
     /* results */
     int failed, lost, retry;
+    int feed_failed; /* the feed ended with the stream's failure (or a stop), not the server's */
     char sqlstate[6];
     char *message, *detail, *hint, *severity;
     int position;
@@ -661,6 +668,8 @@ static void task_free(struct task *t)
 {
     if (!t)
         return;
+    if (t->feed)
+        pgr_ra_close(t->feed); /* never run: what the main thread writes on is dropped */
     free(t->sql);
     free(t->table);
     free(t->message);
@@ -715,6 +724,41 @@ static void drain_results(PGconn *c, struct task *t)
     }
 }
 
+/* A COPY whose data the main thread hands over as it reads the dump: sent as it comes. When the load
+ * ends early (the server refused it, the connection went), the queue is closed at once so the main
+ * thread drops the rest of the block instead of waiting for room. */
+static void run_fed_copy(PGconn *c, struct task *t, PGresult *res, char *buf)
+{
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        task_error(t, c, res, "COPY did not start");
+        PQclear(res);
+        pgr_ra_close(t->feed);
+        t->feed = NULL;
+        drain_results(c, t);
+        return;
+    }
+    PQclear(res);
+    char e[512] = "";
+    long n;
+    int sent = 1;
+    while ((n = pgr_ra_read(t->feed, buf, CHUNK, e, sizeof e)) > 0)
+        if (PQputCopyData(c, buf, (int)n) != 1) {
+            sent = 0;
+            break;
+        }
+    pgr_ra_close(t->feed);
+    t->feed = NULL;
+    if (sent && n == 0) {
+        PQputCopyEnd(c, NULL);
+    } else if (sent) {
+        t->feed_failed = 1;
+        PQputCopyEnd(c, e);
+    }
+    drain_results(c, t);
+    if (PQstatus(c) != CONNECTION_OK && !t->failed)
+        task_error(t, c, NULL, NULL);
+}
+
 static void run_task(struct pool *p, PGconn *c, int fd, struct task *t, char *buf)
 {
     PGresult *res = PQexec(c, t->sql);
@@ -723,6 +767,10 @@ static void run_task(struct pool *p, PGconn *c, int fd, struct task *t, char *bu
         if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
             task_error(t, c, res, NULL);
         PQclear(res);
+        return;
+    }
+    if (t->feed) {
+        run_fed_copy(c, t, res, buf);
         return;
     }
     long long len = t->end - t->start;
@@ -817,8 +865,12 @@ static void *worker(void *arg)
         if (!c || fd == -1 || !buf) {
             t->failed = t->lost = 1;
             t->message = xstrdup(!c ? err : "cannot open the dump for a parallel load");
-            if (t->kind == TASK_COPY)
+            if (t->feed) {
+                pgr_ra_close(t->feed); /* the main thread must not wait for room on it */
+                t->feed = NULL;
+            } else if (t->kind == TASK_COPY && !t->fed) {
                 atomic_fetch_sub(&p->pending_bytes, t->end - t->start);
+            }
         } else {
             /* the session settings the script made on the main connection */
             for (; applied < p->nprelude; applied++)
@@ -940,7 +992,7 @@ static void pool_free(struct pool *p)
 
 /* ---------------------------------------------------------------- the executor */
 
-enum { COPY_NONE, COPY_STREAM, COPY_DISCARD, COPY_DISPATCH };
+enum { COPY_NONE, COPY_STREAM, COPY_DISCARD, COPY_DISPATCH, COPY_FEED };
 
 struct exec {
     const struct rs_options *o;
@@ -967,6 +1019,11 @@ struct exec {
     struct task *batch, *batch_tail; /* COPY loads of a data section not yet handed to the pool */
     int eager; /* a stream (S3): each load goes to the pool as soon as its end is read, since reading
                 * to the end of the data section takes as long as the loads themselves */
+    /* a stream that reads ahead: each load starts at its COPY and is fed the block's data as the
+     * dump is read (read once), within this budget; NULL: loads read their own bytes */
+    pgr_ra_pool *feeds;
+    pgr_ra_queue *feed; /* the writer's side of the block being read */
+    int feed_dropped;   /* its load has ended early: the rest of the block is skipped */
     int stop;
     double last_progress;
 };
@@ -1200,7 +1257,7 @@ static void drop_queued(struct exec *x)
     p->head = p->tail = NULL;
     for (struct task *u = t; u; u = u->next) {
         p->outstanding--;
-        if (u->kind == TASK_COPY)
+        if (u->kind == TASK_COPY && !u->fed)
             atomic_fetch_sub(&p->pending_bytes, u->end - u->start);
     }
     pthread_mutex_unlock(&p->mu);
@@ -1234,6 +1291,9 @@ static void collect(struct exec *x, struct task *t)
             PQclear(res);
         } else if (t->failed && t->lost && x->r->fatal) {
             /* the restore already failed (the server went away): this is the same failure */
+        } else if (t->failed && t->feed_failed && (x->r->fatal || x->stop)) {
+            /* its block was cut short by the restore's own failure or stop: rolled back, as psql
+             * would never have run it */
         } else if (t->failed) {
             if (t->lost && !x->stop) {
                 fatal(x, "connection_lost", t->line, t->start,
@@ -1428,6 +1488,40 @@ static int has_insert_triggers(struct exec *x, const char *table)
     return yes;
 }
 
+/* The load of the COPY block about to be read starts now, fed as the block is read. */
+static int start_feed(struct exec *x, const struct script_pos *pos)
+{
+    struct task *t = calloc(1, sizeof *t);
+    if (!t || !(t->table = xstrdup(x->copy_table)) || !(t->feed = pgr_ra_queue_new(x->feeds))) {
+        task_free(t);
+        fatal(x, "nomem", pos->line, pos->offset, "out of memory");
+        return -1;
+    }
+    t->kind = TASK_COPY;
+    t->fed = 1;
+    t->sql = x->copy_sql;
+    x->copy_sql = NULL;
+    t->line = pos->line;
+    t->start = t->end = pos->offset;
+    /* taken before any other task: the main thread reads on only as fast as it drains */
+    t->weight = LLONG_MAX / 4;
+    t->dbver = x->pool->dbver;
+    x->feed = t->feed;
+    x->feed_dropped = 0;
+    x->copy_mode = COPY_FEED;
+    pool_push(x->pool, t);
+    return 0;
+}
+
+/* The block being fed ends: cleanly, or (error) cut short so its load rolls back. */
+static void end_feed(struct exec *x, const char *error)
+{
+    if (!x->feed)
+        return;
+    pgr_ra_end(x->feed, error);
+    x->feed = NULL;
+}
+
 static int on_statement(void *ud, const char *sql, size_t len, const struct script_pos *pos)
 {
     struct exec *x = ud;
@@ -1464,6 +1558,8 @@ static int on_statement(void *ud, const char *sql, size_t len, const struct scri
             if (!has_name(x->copied, x->ncopied, table))
                 push_str(&x->copied, &x->ncopied, table);
             x->copy_mode = COPY_DISPATCH;
+            if (x->feeds && !x->stop && start_feed(x, pos) != 0)
+                return SCRIPT_STOP;
             return x->stop ? SCRIPT_STOP : SCRIPT_COPY;
         }
     serial:
@@ -1556,6 +1652,18 @@ static int on_statement(void *ud, const char *sql, size_t len, const struct scri
 static int on_copy_data(void *ud, const char *data, size_t len)
 {
     struct exec *x = ud;
+    if (x->copy_mode == COPY_FEED) {
+        if (!x->feed_dropped && pgr_ra_write(x->feed, data, len) != 0)
+            x->feed_dropped = 1;
+        if (x->feed_dropped) {
+            /* its load failed: the error, once collected, may stop the restore here */
+            collect(x, pool_take_done(x->pool, 0, &(int){ 0 }));
+            if (x->stop)
+                return SCRIPT_STOP;
+        }
+        progress(x, 0);
+        return SCRIPT_CONTINUE;
+    }
     if (x->copy_mode == COPY_STREAM) {
         if (PQputCopyData(x->conn, data, (int)len) != 1) {
             long long off = script_copy_start(x->sc) + x->copy_sent;
@@ -1570,12 +1678,31 @@ static int on_copy_data(void *ud, const char *data, size_t len)
     return SCRIPT_CONTINUE;
 }
 
+/* The data bytes the table of the block just read has had so far: what its index builds weigh. */
+static void count_copied(struct exec *x, long long bytes)
+{
+    for (size_t i = 0; i < x->ncopied; i++)
+        if (!strcmp(x->copied[i], x->copy_table)) {
+            long long *cb = realloc(x->copied_bytes, x->ncopied * sizeof *cb);
+            if (cb) {
+                x->copied_bytes = cb;
+                cb[i] = (i == x->ncopied - 1 ? 0 : cb[i]) + bytes;
+            }
+        }
+}
+
 static int on_copy_end(void *ud, const struct script_pos *pos, int terminated)
 {
     struct exec *x = ud;
     int mode = x->copy_mode;
     x->copy_mode = COPY_NONE;
     x->r->statements++;
+    if (mode == COPY_FEED) {
+        end_feed(x, NULL);
+        count_copied(x, pos->offset - script_copy_start(x->sc));
+        collect(x, pool_take_done(x->pool, 0, &(int){ 0 }));
+        return x->stop ? SCRIPT_STOP : SCRIPT_CONTINUE;
+    }
     if (mode == COPY_DISPATCH) {
         struct task *t = calloc(1, sizeof *t);
         if (!t) {
@@ -1590,14 +1717,7 @@ static int on_copy_end(void *ud, const struct script_pos *pos, int terminated)
         t->start = script_copy_start(x->sc);
         t->end = pos->offset;
         t->weight = t->end - t->start;
-        for (size_t i = 0; i < x->ncopied; i++)
-            if (!strcmp(x->copied[i], x->copy_table)) {
-                long long *cb = realloc(x->copied_bytes, x->ncopied * sizeof *cb);
-                if (cb) {
-                    x->copied_bytes = cb;
-                    cb[i] = (i == x->ncopied - 1 ? 0 : cb[i]) + t->weight;
-                }
-            }
+        count_copied(x, t->weight);
         t->dbver = x->pool->dbver;
         atomic_fetch_add(&x->pool->pending_bytes, t->end - t->start);
         if (x->batch_tail)
@@ -1873,6 +1993,12 @@ void rs_restore(const struct rs_options *o, struct rs_source *src, struct rs_res
         x.eager = !src->path;
         if (x.pool)
             r->jobs_used = x.pool->nthreads;
+        /* a stream read ahead feeds its loads itself (read once), with as much again in flight */
+        long long ahead = x.pool && !src->path && src->range->readahead ? src->range->readahead(src->range_ud) : 0;
+        if (ahead > 0 && !(x.feeds = pgr_ra_pool_new((size_t)ahead))) {
+            fatal(&x, "nomem", 0, 0, "out of memory");
+            goto out;
+        }
     }
     struct script_handlers h = { &x, on_statement, on_copy_data, on_copy_end, on_meta };
     if (!(x.sc = script_new(&h))) {
@@ -1892,6 +2018,8 @@ void rs_restore(const struct rs_options *o, struct rs_source *src, struct rs_res
         copy_reader_error(r, &x.rd, script_position(x.sc).line);
     else if (!x.stop && rc == 0)
         script_finish(x.sc);
+    /* a block left open by a failure or a stop: its load rolls back */
+    end_feed(&x, r->fatal ? r->message : "the restore stopped before the end of this COPY block");
     barrier(&x);
     if (!r->fatal && !r->stopped) {
         r->truncated = !has_trailer(x.rd.tail, x.rd.taillen);
@@ -1903,6 +2031,7 @@ void rs_restore(const struct rs_options *o, struct rs_source *src, struct rs_res
     r->bytes = x.rd.raw_bytes;
     progress(&x, 1);
 out:
+    end_feed(&x, "the restore failed");
     pool_free(x.pool);
     free_strs(x.inflight, x.ninflight);
     free_strs(x.copied, x.ncopied);
@@ -1916,6 +2045,7 @@ out:
         task_free(t);
     }
     script_free(x.sc);
+    pgr_ra_pool_free(x.feeds); /* after the pool: every task, and so every queue, is gone */
     if (x.conn)
         PQfinish(x.conn);
     reader_close(&x.rd);

@@ -11,6 +11,8 @@
 #define CLIENT_MT "pgr.s3.client"
 #define READER_MT "pgr.s3.reader"
 #define DEFAULT_RESUMES 5
+/* what each ranged reader of a parallel restore fetches ahead of its connection's load */
+#define RANGE_READAHEAD (4 * 1024 * 1024)
 
 typedef struct {
     pgr_s3 *s;
@@ -324,14 +326,17 @@ static int client_get(lua_State *L)
     return 1;
 }
 
-/* client:open(bucket, key, {resumes=5}) -> reader | nil, err
- * reader:read(n) -> string | nil (end) | nil, err;  reader.size, .offset, .resumes, .etag,
- * .md5_checked; reader:close() */
+/* client:open(bucket, key, {resumes=5, readahead=0}) -> reader | nil, err
+ * readahead: bytes a thread of the reader fetches ahead of the caller (0: none; pgr.s3 sets it).
+ * reader:read(n) -> string | nil (end) | nil, err;  reader.size, .offset (bytes read by the caller),
+ * .resumes, .etag, .md5_checked, .readahead, .buffered; reader:close() (stops the read-ahead) */
 static int client_open(lua_State *L)
 {
     client_box *b = check_client(L);
     const char *bucket = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3);
     int resumes = (int)pgr_opt_integer(L, 4, "resumes", DEFAULT_RESUMES);
+    lua_Integer readahead = pgr_opt_integer(L, 4, "readahead", 0);
+    luaL_argcheck(L, readahead >= 0 && readahead <= (lua_Integer)1 << 40, 4, "field 'readahead' must be 0 or a byte count");
     reader_box *rb = lua_newuserdatauv(L, sizeof *rb, 1);
     rb->r = NULL;
     rb->owner = NULL;
@@ -345,6 +350,8 @@ static int client_open(lua_State *L)
         return push_s3_error(L, &err);
     rb->owner = b;
     b->readers++;
+    if (pgr_s3_reader_readahead(rb->r, (size_t)readahead, &err) != 0)
+        return push_s3_error(L, &err); /* the reader is closed by its __gc */
     return 1;
 }
 
@@ -385,6 +392,11 @@ static void *range_open(void *ud, long long start, long long end, char *err, siz
     }
     pgr_s3_error e;
     pgr_s3_reader *r = pgr_s3_open_range(rb->r, start, end, &e);
+    /* the range is fetched while its connection loads what came before */
+    if (r && pgr_s3_reader_readahead(r, RANGE_READAHEAD, &e) != 0) {
+        pgr_s3_reader_close(r);
+        r = NULL;
+    }
     if (!r)
         snprintf(err, errcap, "%s", e.message);
     return r;
@@ -412,8 +424,14 @@ static long long range_base(void *ud)
 
 static void range_hold(void *ud, int held) { ((reader_box *)ud)->held = held; }
 
+static long long range_readahead(void *ud)
+{
+    reader_box *rb = ud;
+    return rb->r ? (long long)pgr_s3_reader_readahead_size(rb->r) : 0;
+}
+
 static const struct pgr_range_source reader_ranges = { range_open, range_read, range_close, range_base,
-                                                       range_hold };
+                                                       range_hold, range_readahead };
 
 static int reader_close(lua_State *L)
 {
@@ -463,6 +481,14 @@ static int reader_index(lua_State *L)
         }
         if (!strcmp(k, "md5_checked")) {
             lua_pushboolean(L, pgr_s3_reader_md5_checked(rb->r));
+            return 1;
+        }
+        if (!strcmp(k, "readahead")) {
+            lua_pushinteger(L, (lua_Integer)pgr_s3_reader_readahead_size(rb->r));
+            return 1;
+        }
+        if (!strcmp(k, "buffered")) {
+            lua_pushinteger(L, (lua_Integer)pgr_s3_reader_buffered(rb->r));
             return 1;
         }
     }

@@ -1,6 +1,7 @@
 /* s3core.c — the S3 client declared in s3core.h: signed requests (sigv4.c) over httpcore.c,
  * ListObjectsV2 and error documents parsed with expat, resumable pulled reads, atomic downloads. */
 #include "s3core.h"
+#include "readahead.h"
 #include "sigv4.h"
 
 #include <errno.h>
@@ -9,6 +10,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,11 +49,20 @@ struct pgr_s3_reader {
     int open;
     long long size, offset;
     char etag[128];
-    int resumes, max_resumes;
+    atomic_int resumes; /* the read-ahead thread counts them while the caller may look */
+    int max_resumes;
     int finished, md5_checked;
     EVP_MD_CTX *md5;
     int external_md5; /* the download's writer thread hashes; finish() leaves the check to it */
     int ranged;       /* bytes [offset at open, size) only: always asks for a Range */
+    /* Reading ahead (pgr_s3_reader_readahead): a thread owns the connection, offset, resumes and the
+     * MD5; the caller reads what it fetched. */
+    pgr_readahead *ra;
+    size_t ra_size;
+    pgr_s3_error ra_err;  /* the thread's failure: read once the queue has said it ended */
+    long long delivered;  /* bytes handed to the caller */
+    int ra_ended;         /* the caller has seen the end */
+    atomic_int cancel;    /* the read-ahead is stopping: waits between resumes end */
 };
 
 static void s3err(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
@@ -623,19 +634,21 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
         s3err(err, "error", 0, "GET s3://%s/%s: empty range at byte %lld", r->bucket, r->key, r->offset);
         return -1;
     }
+    int nx = 0;
     if (r->offset > 0 || r->ranged) {
         if (r->ranged)
             snprintf(range, sizeof range, "bytes=%lld-%lld", r->offset, r->size - 1);
         else
             snprintf(range, sizeof range, "bytes=%lld-", r->offset);
-        extra[0] = "Range";
-        extra[1] = range;
-        if (r->etag[0]) {
-            /* resume only the same object: a replaced one answers 412 */
-            snprintf(quoted, sizeof quoted, "\"%s\"", r->etag);
-            extra[2] = "If-Match";
-            extra[3] = quoted;
-        }
+        extra[nx++] = "Range";
+        extra[nx++] = range;
+    }
+    if (r->etag[0]) {
+        /* resume only the same object (also one cut before its first byte): a replaced one
+         * answers 412; the ETag and size are never rewritten once known */
+        snprintf(quoted, sizeof quoted, "\"%s\"", r->etag);
+        extra[nx++] = "If-Match";
+        extra[nx++] = quoted;
     }
     sreq_free(&r->rq);
     if (build(r->s, "GET", r->bucket, r->key, NULL, PGR_SIGV4_EMPTY_SHA256, extra, &r->rq, err) != 0)
@@ -667,10 +680,12 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
         return -1;
     }
     if (r->offset == 0 && !r->ranged) {
-        const char *cl = pgr_http_response_header(&r->resp, "Content-Length");
-        const char *et = pgr_http_response_header(&r->resp, "ETag");
-        r->size = cl ? strtoll(cl, NULL, 10) : -1;
-        strip_quotes(et ? et : "", r->etag, sizeof r->etag);
+        if (!r->etag[0]) {
+            const char *cl = pgr_http_response_header(&r->resp, "Content-Length");
+            const char *et = pgr_http_response_header(&r->resp, "ETag");
+            r->size = cl ? strtoll(cl, NULL, 10) : -1;
+            strip_quotes(et ? et : "", r->etag, sizeof r->etag);
+        }
         if (st != 200) {
             s3err(err, "bad_response", st, "GET s3://%s/%s: expected 200, got %ld", r->bucket, r->key, st);
             reader_drop(r);
@@ -744,13 +759,16 @@ pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, lon
     return reader_connect(r, err);
 }
 
-static void backoff(int attempt)
+/* The wait before a resume; ended early when the read-ahead stops. */
+static void backoff(pgr_s3_reader *r, int attempt)
 {
     long ms = 100L << (attempt < 5 ? attempt : 5);
     if (ms > 2000)
         ms = 2000;
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
+    for (long slept = 0; slept < ms && !atomic_load(&r->cancel); slept += 10) {
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Compares the MD5 in ctx with a single-part ETag; sets *checked. 0 or -1 (err). */
@@ -788,7 +806,8 @@ static int finish(pgr_s3_reader *r, pgr_s3_error *err)
     return check_md5(r, r->md5, &r->md5_checked, err);
 }
 
-long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
+/* Reads from the connection, resuming it when cut (the caller's thread, or the read-ahead's). */
+static long fetch(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
 {
     if (r->finished)
         return 0;
@@ -820,7 +839,7 @@ long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
                   r->offset, r->size);
         reader_drop(r);
         while (transient && r->resumes < r->max_resumes) {
-            backoff(r->resumes);
+            backoff(r, r->resumes);
             r->resumes++;
             if (reader_start(r, err, &transient) == 0)
                 break;
@@ -837,16 +856,68 @@ long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
     }
 }
 
+static long ra_fill(void *ud, char *buf, size_t cap, char *err, size_t errcap)
+{
+    pgr_s3_reader *r = ud;
+    long n = fetch(r, buf, cap, &r->ra_err);
+    if (n < 0)
+        snprintf(err, errcap, "%s", r->ra_err.message);
+    return n;
+}
+
+static void ra_interrupt(void *ud)
+{
+    pgr_s3_reader *r = ud;
+    atomic_store(&r->cancel, 1);
+    if (r->c)
+        pgr_http_client_interrupt(r->c);
+}
+
+int pgr_s3_reader_readahead(pgr_s3_reader *r, size_t bytes, pgr_s3_error *err)
+{
+    if (bytes == 0 || r->ra)
+        return 0;
+    r->delivered = r->offset;
+    r->ra_size = bytes;
+    if (!(r->ra = pgr_readahead_start(bytes, ra_fill, ra_interrupt, r))) {
+        s3err(err, "error", 0, "s3://%s/%s: cannot start the read-ahead thread", r->bucket, r->key);
+        return -1;
+    }
+    return 0;
+}
+
+long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
+{
+    if (!r->ra)
+        return fetch(r, buf, cap, err);
+    char msg[8];
+    long n = pgr_readahead_read(r->ra, buf, cap, msg, sizeof msg);
+    if (n > 0) {
+        r->delivered += n;
+        return n;
+    }
+    r->ra_ended = 1;
+    if (n < 0 && err)
+        *err = r->ra_err;
+    return n;
+}
+
 long long pgr_s3_reader_size(const pgr_s3_reader *r) { return r->size; }
-long long pgr_s3_reader_offset(const pgr_s3_reader *r) { return r->offset; }
-int pgr_s3_reader_resumes(const pgr_s3_reader *r) { return r->resumes; }
+long long pgr_s3_reader_offset(const pgr_s3_reader *r) { return r->ra ? r->delivered : r->offset; }
+int pgr_s3_reader_resumes(const pgr_s3_reader *r) { return atomic_load(&r->resumes); }
 const char *pgr_s3_reader_etag(const pgr_s3_reader *r) { return r->etag; }
-int pgr_s3_reader_md5_checked(const pgr_s3_reader *r) { return r->md5_checked; }
+/* with a read-ahead, known once the caller has seen the end (the thread sets it before) */
+int pgr_s3_reader_md5_checked(const pgr_s3_reader *r) { return r->ra && !r->ra_ended ? 0 : r->md5_checked; }
+size_t pgr_s3_reader_readahead_size(const pgr_s3_reader *r) { return r->ra ? r->ra_size : 0; }
+size_t pgr_s3_reader_buffered(const pgr_s3_reader *r) { return r->ra ? pgr_readahead_buffered(r->ra) : 0; }
 
 void pgr_s3_reader_close(pgr_s3_reader *r)
 {
     if (!r)
         return;
+    /* the thread first: it is interrupted wherever it waits (network, resume, room) and joined */
+    pgr_readahead_stop(r->ra);
+    r->ra = NULL;
     if (r->c) {
         pgr_http_stream_close(r->c);
         pgr_http_client_free(r->c);

@@ -63,11 +63,19 @@ pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int m
  * checksum of its own; the size is checked). Safe to call from another thread than `like`'s, while
  * `like` is being read: it only reads what `like` fixed when it was opened. */
 pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, long long end, pgr_s3_error *err);
+/* Reads ahead of the caller on a thread of its own, holding at most `bytes` it has not asked for yet
+ * (0: no read-ahead). The thread then owns the connection: it resumes cut connections and hashes;
+ * pgr_s3_read hands over what it fetched, and the failure it met after the bytes before it.
+ * pgr_s3_reader_close stops it at once wherever it waits (the network, a resume, a full buffer).
+ * Call once, before reading on. 0 or -1 (err). */
+int pgr_s3_reader_readahead(pgr_s3_reader *r, size_t bytes, pgr_s3_error *err);
+size_t pgr_s3_reader_readahead_size(const pgr_s3_reader *r); /* 0 without a read-ahead */
+size_t pgr_s3_reader_buffered(const pgr_s3_reader *r);       /* fetched, not yet read */
 /* Reads up to cap bytes: > 0 count, 0 at the end (after size and, for single-part ETags, MD5 were
  * checked), -1 on failure (err). */
 long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err);
 long long pgr_s3_reader_size(const pgr_s3_reader *r);     /* Content-Length of the object */
-long long pgr_s3_reader_offset(const pgr_s3_reader *r);   /* bytes delivered so far */
+long long pgr_s3_reader_offset(const pgr_s3_reader *r);   /* bytes delivered to the caller so far */
 int pgr_s3_reader_resumes(const pgr_s3_reader *r);        /* Range requests made so far */
 const char *pgr_s3_reader_etag(const pgr_s3_reader *r);   /* without quotes */
 /* 1 when the MD5 was checked against the ETag (known once read returned 0), 0 when the ETag is not

@@ -36,6 +36,45 @@ local function blob(n, seed)
   return table.concat(parts)
 end
 
+-- The threads of this process, as the kernel counts them.
+local function threads()
+  local f = assert(io.open("/proc/self/status"))
+  local n = tonumber(f:read("a"):match("Threads:%s*(%d+)"))
+  f:close()
+  return n
+end
+
+-- Established TCP connections of this process towards port (its sockets, matched by inode).
+local function connections_to(port)
+  local mine = {}
+  local p = assert(io.popen("ls -l /proc/" .. sys.getpid() .. "/fd 2>/dev/null"))
+  for inode in p:read("a"):gmatch("socket:%[(%d+)%]") do mine[inode] = true end
+  p:close()
+  local n = 0
+  for _, path in ipairs({ "/proc/net/tcp", "/proc/net/tcp6" }) do
+    local f = io.open(path)
+    if f then
+      for line in f:lines() do
+        local rport, st, inode = line:match("^%s*%d+:%s+%x+:%x+%s+%x+:(%x+)%s+(%x+)%s+%S+%s+%S+%s+%S+%s+%d+%s+%d+%s+(%d+)")
+        if rport and tonumber(rport, 16) == port and st == "01" and mine[inode] then n = n + 1 end
+      end
+      f:close()
+    end
+  end
+  return n
+end
+
+-- Polls cond until it holds, for at most 30 s (the machine may be busy): its last value.
+local function eventually(cond)
+  local v
+  for _ = 1, 300 do
+    v = cond()
+    if v then return v end
+    sys.sleep(0.1)
+  end
+  return v
+end
+
 local function md5_of_file(path)
   local p = assert(io.popen("md5sum " .. path))
   local out = p:read("a")
@@ -275,6 +314,72 @@ describe("pgr.s3 against radosgw", function()
       proxy.stop()
     end)
 
+    it("a reader reading ahead fetches before it is asked, holds no more than its read-ahead, and "
+      .. "hands over the same bytes through cut connections", function()
+      local proxy = srv.cutting_proxy(900 * 1000, 2)
+      local cut = client { endpoint = proxy.endpoint }
+      local base = threads()
+      local r = assert(cut:open(BUCKET, KEY, { readahead = 1024 * 1024 }))
+      assert.equals(1024 * 1024, r.readahead)
+      assert.equals(base + 1, threads())
+      -- nobody reads yet: the thread fills the read-ahead, and stops there
+      assert.is_true(eventually(function() return r.buffered >= 1024 * 1024 - 256 * 1024 end))
+      assert.equals(0, r.offset)
+      local parts, most = {}, 0
+      while true do
+        local chunk, err = r:read(70000)
+        assert.is_nil(err)
+        if not chunk then break end
+        parts[#parts + 1] = chunk
+        most = math.max(most, r.buffered)
+      end
+      assert.is_true(most <= 1024 * 1024)
+      assert.equals(2, r.resumes)
+      assert.equals(size, r.offset)
+      assert.is_true(r.md5_checked)
+      assert.is_true(table.concat(parts) == data)
+      r:close()
+      assert.equals(base, threads())
+      cut:close()
+      proxy.stop()
+    end)
+
+    it("closing a reader whose read-ahead waits on a stalled link or a full buffer ends its thread and "
+      .. "its connection at once", function()
+      local link = srv.link_proxy(50 * 1000)
+      -- a stalled link would hold a read for low_speed_time: 600 s here, unless close interrupts it
+      local slow = client { endpoint = link.endpoint, low_speed_time = 600 }
+      local base = threads()
+      local r = assert(slow:open(BUCKET, KEY, { readahead = 1024 * 1024 }))
+      assert.equals(10000, #assert(r:read(10000)))
+      link.set_rate(0)
+      local before = eventually(function()
+        local a = link.stats().down
+        sys.sleep(0.3)
+        return a == link.stats().down and a
+      end)
+      assert.is_true(before < size)
+      assert.equals(base + 1, threads())
+      assert.equals(1, connections_to(link.port))
+      local t0 = sys.now()
+      r:close()
+      assert.is_true(sys.now() - t0 < 30)
+      assert.equals(base, threads())
+      assert.is_true(eventually(function() return connections_to(link.port) == 0 end))
+      assert.is_true(eventually(function() return link.stats().open == 0 end))
+      link.set_rate(nil)
+
+      -- a read-ahead that has filled its buffer waits for room: closing ends that wait too
+      r = assert(slow:open(BUCKET, KEY, { readahead = 512 * 1024 }))
+      assert.is_true(eventually(function() return r.buffered >= 512 * 1024 - 256 * 1024 end))
+      assert.equals(base + 1, threads())
+      r:close()
+      assert.equals(base, threads())
+      assert.is_true(eventually(function() return connections_to(link.port) == 0 end))
+      slow:close()
+      link.stop()
+    end)
+
     it("detects an object replaced between a cut and its resume", function()
       local key = "big/replaced.psql"
       local src = tmpdir .. "/upload2"
@@ -504,6 +609,130 @@ describe("pgr.s3 against radosgw", function()
       local text = ""
       for _, e in ipairs(res.errors.first) do text = text .. tostring(e.message) .. "\n" end
       assert.matches("reading the dump at offset %d+ failed: s3://[^\n]* changed on the server", text)
+    end)
+
+    -- the tables of the parallel specs: three with rows, one without, a sequence
+    local function fill_origin(origin)
+      local conn = assert(pg.connect(origin.params))
+      assert(conn:exec([[create table big (id int primary key, v text);
+        insert into big select g, repeat(md5(g::text), 4) from generate_series(1, 30000) g;
+        create table mid (id int primary key, t text, n numeric);
+        insert into mid select g, E'tab\there\\back ' || g, g / 7.0 from generate_series(1, 15000) g;
+        create index mid_t on mid (t);
+        create table small (k text primary key, ref int references big (id));
+        insert into small select 'k' || g, g from generate_series(1, 8000) g;
+        create table empty_one (x int);
+        create sequence seq_used; select setval('seq_used', 4242);]]))
+      conn:close()
+    end
+
+    it("with a read-ahead, jobs = 2 feeds each table its rows from the one stream: the dump is read "
+      .. "once, cut connections resumed, into the same state as a serial restore", function()
+      local origin = start("127.22.1.10")
+      fill_origin(origin)
+      local key = "restore/feed-2022-09-14T03:10:04.psql"
+      local dump = publish(origin, key)
+      local size = #readfile(dump)
+      local expected = { ["42710"] = true }
+      local serial = start("127.22.1.11")
+      local r1 = assert(pg.restore(serial.params, dump, { on_error = expected }))
+      local want = dumpall(serial, tmpdir .. "/feed-serial.out")
+
+      -- the stream is cut twice; a small read-ahead makes the main thread wait for the loads often
+      local proxy = srv.cutting_proxy(300 * 1000, 2)
+      local cut = client { endpoint = proxy.endpoint }
+      local reader = assert(cut:open(BUCKET, key, { readahead = 512 * 1024 }))
+      local fed = start("127.22.1.12")
+      local r2 = assert(pg.restore(fed.params, reader, { jobs = 2, on_error = expected }))
+      assert.equals(2, reader.resumes)
+      assert.is_true(reader.md5_checked)
+      reader:close()
+      cut:close()
+      proxy.stop()
+      assert.equals(2, r2.jobs)
+      assert.equals(0, r2.errors.unexpected)
+      assert.equals(r1.copy_rows, r2.copy_rows)
+      assert.equals(r1.statements, r2.statements)
+      assert.equals(want, dumpall(fed, tmpdir .. "/feed.out"))
+
+      -- the bytes that crossed the link: the object once; without a read-ahead (a Range request
+      -- per table) about twice
+      local function through_link(addr, opts)
+        local link = srv.link_proxy(nil)
+        local counted = client { endpoint = link.endpoint }
+        local r = assert(counted:open(BUCKET, key, opts))
+        local dst = start(addr)
+        assert(pg.restore(dst.params, r, { jobs = 2, on_error = expected }))
+        r:close()
+        counted:close()
+        assert.is_true(eventually(function() return link.stats().open == 0 end))
+        local down = link.stats().down
+        link.stop()
+        assert.equals(want, dumpall(dst, tmpdir .. "/" .. addr .. ".out"))
+        return down
+      end
+      local once = through_link("127.22.1.13", { readahead = 512 * 1024 })
+      assert.is_true(once >= size and once < size * 1.05, ("%d bytes for a %d-byte dump"):format(once, size))
+      local twice = through_link("127.22.1.14", nil)
+      assert.is_true(twice > size * 1.8, ("%d bytes for a %d-byte dump"):format(twice, size))
+    end)
+
+    it("a restore that stops at an error leaves no thread and no connection once its reader is closed, "
+      .. "and its read-ahead fetched no further than it holds", function()
+      local origin = start("127.22.1.15")
+      fill_origin(origin)
+      local key = "restore/stops-2022-09-14T03:10:04.psql"
+      local dump = publish(origin, key)
+      local size = #readfile(dump)
+      -- a link slow enough that the read-ahead is still fetching when the restore stops
+      local link = srv.link_proxy(300 * 1000)
+      local slow = client { endpoint = link.endpoint }
+      local base = threads()
+
+      -- serial: "role postgres already exists" is unexpected here, and --stop-on-error stops at it
+      local dst = start("127.22.1.16")
+      local reader = assert(slow:open(BUCKET, key, { readahead = 1024 * 1024 }))
+      local res, err = pg.restore(dst.params, reader, { stop_on_error = true })
+      res = res or err.result
+      assert.is_true(res.stopped)
+      assert.equals("42710", res.errors.first[1].sqlstate)
+      assert.equals(base + 1, threads()) -- the reader's read-ahead, until it is closed
+      reader:close()
+      assert.equals(base, threads())
+      assert.is_true(eventually(function() return connections_to(link.port) == 0 end))
+      assert.is_true(eventually(function() return link.stats().open == 0 end))
+
+      -- jobs = 2: the first table's load fails in a loading connection (the target already has that
+      -- table, without the dump's column v); the restore stops at the start of that block
+      dst = start("127.22.1.17")
+      local conn = assert(pg.connect(dst.params))
+      assert(conn:exec("create table big (id int)"))
+      conn:close()
+      local before = link.stats().down
+      reader = assert(slow:open(BUCKET, key, { readahead = 1024 * 1024 }))
+      res, err = pg.restore(dst.params, reader, { jobs = 2, stop_on_error = true,
+                                                  on_error = { ["42710"] = true, ["42P07"] = true } })
+      res = res or err.result
+      assert.is_true(res.stopped)
+      assert.equals(1, res.errors.unexpected)
+      local first
+      for _, e in ipairs(res.errors.first) do if not e.expected then first = e end end
+      assert.equals("42703", first.sqlstate)
+      assert.matches("COPY public.big", first.statement)
+      assert.equals(base + 1, threads()) -- the loading connections' threads are gone already
+      reader:close()
+      assert.equals(base, threads())
+      assert.is_true(eventually(function() return connections_to(link.port) == 0 end))
+      assert.is_true(eventually(function() return link.stats().open == 0 end))
+      -- what crossed the link for this restore: far from the whole dump
+      assert.is_true(link.stats().down - before < size / 2)
+      -- nothing after the failed block was loaded, as psql --set ON_ERROR_STOP=1 would leave it
+      conn = assert(pg.connect(dst.params))
+      assert.equals("0", assert(conn:query("select count(*)::text as n from mid"))[1].n)
+      assert.equals("0", assert(conn:query("select count(*)::text as n from big"))[1].n)
+      conn:close()
+      slow:close()
+      link.stop()
     end)
 
     it("pgr restore s3://BUCKET/KEY streams from the configured S3", function()

@@ -74,6 +74,11 @@ describe("pgr.s3 configuration", function()
     assert.equals("s3.credentials in /etc/pgr/site.lua", cfg.source)
     assert.equals("http://site:7480", cfg.endpoint)
     assert.equals("pb", cfg.bucket)
+    assert.equals(32 * 1024 * 1024, cfg.readahead) -- the default read-ahead
+    site.s3.readahead_mb = 0
+    assert.equals(0, assert(s3.config { site = site, getenv = env { HOME = "/nonexistent" } }).readahead)
+    site.s3.readahead_mb = 8
+    assert.equals(8 * 1024 * 1024, assert(s3.config { site = site, getenv = env { HOME = "/nonexistent" } }).readahead)
     site.s3.credentials = { file = home .. "/.aws/credentials" }
     cfg = assert(s3.config { site = site, getenv = env { HOME = "/nonexistent" } })
     assert.equals("DEFAULTKEY", cfg.access_key)

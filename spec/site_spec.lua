@@ -20,6 +20,7 @@ describe("pgr.site", function()
     assert.equals("http://127.25.0.1:9000", s.s3.endpoint)
     assert.equals("postgres-backup", s.s3.bucket)
     assert.equals("us-east-1", s.s3.region)
+    assert.equals(32, s.s3.readahead_mb)
     assert.same({ "/bin/sh", "-c", "true" }, site.command(s, "spire_verify_jwt"))
     assert.same({ "systemctl", "restart", "spire-agent" }, site.command(s, "spire_restart_agent"))
     assert.is_nil(site.command(s, "hsm_rediscover"))
@@ -43,6 +44,9 @@ describe("pgr.site", function()
     { [[return { ssh = { fanout = 0 } }]], "ssh.fanout must be a positive number" },
     { [[return { restore_jobs = 2.5 }]], "restore_jobs must be a whole number from 1 to 64" },
     { [[return { restore_jobs = 0 }]], "restore_jobs must be a whole number from 1 to 64" },
+    { [[return { s3 = { readahead_mb = -1 } }]], "s3.readahead_mb must be a whole number of MiB from 0" },
+    { [[return { s3 = { readahead_mb = 1.5 } }]], "s3.readahead_mb must be a whole number of MiB from 0" },
+    { [[return { s3 = { readahead_mb = "32" } }]], "s3.readahead_mb must be a whole number of MiB from 0" },
     { [[return 1]], "must return a table" },
     { [[nodes = "ncn-m001"]], "must return a table" },
     { [[return {]], "site file" },

@@ -136,7 +136,8 @@ local function open_dump(ctx)
   c, err = s3_client(ctx)
   if not c then return nil, err end
   local reader
-  reader, err = c:open(ref.bucket, ref.key, { resumes = ctx._s3cfg and ctx._s3cfg.resumes })
+  local cfg = ctx._s3cfg or {}
+  reader, err = c:open(ref.bucket, ref.key, { resumes = cfg.resumes, readahead = cfg.readahead })
   if not reader then return nil, err end
   return reader, ref.size or reader.size, ("s3://%s/%s"):format(ref.bucket, ref.key)
 end

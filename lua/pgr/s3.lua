@@ -9,7 +9,7 @@
 --   pg.restore(conn, r)                        -- r:read(n) streams, resuming cut connections
 --
 -- Options of config/connect/backups/reader (all optional): endpoint=, region=, bucket=,
--- access_key=, secret_key=, session_token=, cainfo=, insecure=, virtual_host=, resumes=,
+-- access_key=, secret_key=, session_token=, cainfo=, insecure=, virtual_host=, resumes=, readahead_mb=,
 -- site= (a pgr.site table; default: site.load()), getenv= (function, default os.getenv; for tests),
 -- k8s= (a pgr.k8s client for a Secret source).
 --
@@ -29,6 +29,9 @@ M.defaults = {
   region = "us-east-1",
   bucket = "postgres-backup", -- where CSM's postgres-backup cronjobs write
   resumes = 5,                -- Range requests that repair a cut download
+  -- MiB of an object a reader fetches ahead of its consumer, so the network is read at its own
+  -- pace while PostgreSQL loads (and, with --jobs, what a restore holds for its connections)
+  readahead_mb = 32,
 }
 
 -- Services of the runbook and their Postgres clusters (the backup names start with the cluster).
@@ -128,7 +131,7 @@ local function load_site(opts)
 end
 
 -- config(opts) -> { endpoint=, region=, bucket=, access_key=, secret_key=, session_token=,
---   source=, cainfo=, insecure=, virtual_host= } | nil, err
+--   source=, cainfo=, insecure=, virtual_host=, resumes=, readahead= (bytes) } | nil, err
 function M.config(opts)
   opts = opts or {}
   local getenv = opts.getenv or os.getenv
@@ -144,6 +147,7 @@ function M.config(opts)
     insecure = opts.insecure or ss.insecure or false,
     virtual_host = opts.virtual_host or ss.virtual_host or false,
     resumes = opts.resumes or ss.resumes or M.defaults.resumes,
+    readahead = (opts.readahead_mb or ss.readahead_mb or M.defaults.readahead_mb) * 1024 * 1024,
   }
   local endpoint = opts.endpoint or nonempty(getenv("AWS_ENDPOINT_URL_S3")) or nonempty(getenv("AWS_ENDPOINT_URL"))
     or prof.endpoint or ss.endpoint
@@ -219,13 +223,14 @@ function M.parse_url(url)
 end
 
 -- reader(url, opts) -> reader, size | nil, err.  reader:read(n) -> chunk | nil (end) | nil, err;
--- reader.size, .offset, .resumes; a cut connection is resumed with Range (opts.resumes times).
+-- reader.size, .offset, .resumes; a cut connection is resumed with Range (opts.resumes times); a
+-- thread of the reader fetches up to readahead_mb MiB ahead of the caller (reader:close() stops it).
 function M.reader(url, opts)
   local bucket, key = M.parse_url(url)
   if not bucket then return nil, key end
   local c, cfg = M.connect(opts)
   if not c then return nil, cfg end
-  local r, err = c:open(bucket, key, { resumes = cfg.resumes })
+  local r, err = c:open(bucket, key, { resumes = cfg.resumes, readahead = cfg.readahead })
   if not r then return nil, err end
   return r, r.size
 end

@@ -14,8 +14,10 @@
 -- Fields (see etc/site.example.lua):
 --   nodes       hostlist string of the management NCNs, e.g. "ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]"
 --   ssh         { user=, port=, identity=, options={...}, fanout=32, timeout=60 } for fan-out to nodes
---   s3          { endpoint=, region="us-east-1", bucket="postgres-backup", credentials={...} }
+--   s3          { endpoint=, region="us-east-1", bucket="postgres-backup", credentials={...},
+--                 readahead_mb=32 }
 --               credentials: { access_key=, secret_key= } | { file=PATH } | { secret="ns/name" }
+--               readahead_mb: MiB of the dump fetched ahead of the database's load (0: none)
 --   state_dir   where runs are journaled
 --   restore_jobs  connections that load the dump's tables side by side (default 1; pgr run --jobs wins)
 --   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
@@ -32,7 +34,7 @@ M.DEFAULT_PATH = "/etc/pgr/site.lua"
 M.DEFAULTS = {
   nodes = nil,
   ssh = { user = "root", port = nil, identity = nil, options = {}, fanout = 32, timeout = 60 },
-  s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil },
+  s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil, readahead_mb = 32 },
   state_dir = nil,
   restore_jobs = 1,
   kubeconfig = nil,
@@ -134,6 +136,10 @@ local function validate(t, path)
     for _, f in ipairs({ "region", "bucket" }) do
       e = opt_type(t.s3[f], "string")
       if e then return fail(path, "s3." .. f, e) end
+    end
+    local ra = t.s3.readahead_mb
+    if ra ~= nil and (math.type(ra) ~= "integer" or ra < 0 or ra > 4096) then
+      return fail(path, "s3.readahead_mb", "must be a whole number of MiB from 0 (no read-ahead) to 4096")
     end
     local c = t.s3.credentials
     if c ~= nil then

@@ -6,6 +6,9 @@
 --                                              -- `after` bytes; p.stop()
 --   srv.cutting_proxy(after, cuts, "unranged")  -- and after a cut, 206 answers arrive as 200 without
 --                                              -- Content-Range (a proxy that mangles ranges)
+--   local l = srv.link_proxy(rate)        -- l.endpoint: a link of `rate` bytes/s towards the client
+--                                         -- (nil: unlimited, 0: stalled); l.set_rate(r);
+--                                         -- l.stats() -> {down=bytes relayed, conns=, open=}; l.stop()
 --   srv.stop()                            -- daemons gone, directory removed; safe twice
 -- The cluster also dies with this process (rgw.sh watches our pid), so a crashed spec leaves nothing.
 local sys = require "pgr.sys"
@@ -59,6 +62,46 @@ function M.start(opts)
     if not port then
       p.stop()
       error("s3server: the cutting proxy did not start", 2)
+    end
+    return p
+  end
+  function srv.link_proxy(rate)
+    local pdir = capture("mktemp -d /tmp/pgr-linkproxy.XXXXXX"):gsub("%s+$", "")
+    local pid = capture(("python3 %s/tests/s3/linkproxy.py %s %s %s %d %s %s > %s/out 2>&1 & echo $!"):format(
+      ROOT, M.ADDR, srv.host, srv.port, sys.getpid(), sh_quote(pdir), rate and tostring(rate) or "-",
+      sh_quote(pdir))):match("%d+")
+    local port
+    for _ = 1, 100 do
+      local f = io.open(pdir .. "/out")
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      port = text:match("port=(%d+)")
+      if port then break end
+      sys.sleep(0.05)
+    end
+    local p = { pid = pid, port = tonumber(port), endpoint = ("http://%s:%s"):format(M.ADDR, port or "0") }
+    function p.set_rate(r)
+      local f = assert(io.open(pdir .. "/rate.tmp", "w"))
+      f:write(r and tostring(r) or "")
+      f:close()
+      assert(os.rename(pdir .. "/rate.tmp", pdir .. "/rate"))
+    end
+    function p.stats()
+      local f = io.open(pdir .. "/stats")
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      return { down = tonumber(text:match("down=(%d+)")) or 0, conns = tonumber(text:match("conns=(%d+)")) or 0,
+               open = tonumber(text:match("open=(%d+)")) or 0 }
+    end
+    function p.stop()
+      if p.stopped then return end
+      p.stopped = true
+      os.execute(("kill %s 2>/dev/null; rm -rf %s"):format(pid, sh_quote(pdir)))
+    end
+    proxies[#proxies + 1] = p
+    if not port then
+      p.stop()
+      error("s3server: the link proxy did not start", 2)
     end
     return p
   end

@@ -21,7 +21,7 @@ pgr_run spire --yes --jobs 2
 rc=$?
 is "pgr run spire --jobs 2 (newest complete backup in S3) exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
-grep -q "COPY rows, .*, 2 connections" "$E2E/out"; ok $? "the dump was loaded over 2 connections (Range requests)"
+grep -q "COPY rows, .*, 2 connections" "$E2E/out"; ok $? "the dump was loaded over 2 connections (fed from one read of the object)"
 grep -q "s3://postgres-backup/$name.psql" "$E2E/out"; ok $? "the newest complete backup was chosen ($name)"
 grep -q "4 secrets re-created from the manifest" "$E2E/out"; ok $? "the backup's manifest was applied"
 is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"

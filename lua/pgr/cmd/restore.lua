@@ -24,8 +24,11 @@ A file is read once before anything is sent; a dump that drops a database it nev
 is refused then. Standard input and s3:// are not read ahead: there every database counts as one
 that existed, so "already exists" is expected in all of them.
 --jobs N loads the tables over N connections and builds indexes in parallel: from a file, or
-from s3:// (each table's rows fetched with a Range request of their own while the dump streams).
+from s3:// (the object is read once, each table's rows handed to a connection as they arrive).
 A gzip'd dump or standard input loads over one connection.
+From s3:// a thread reads the object ahead of the load, up to s3.readahead_mb of the site file
+(default 32 MiB; with --jobs as much again is held for the connections), so the network and the
+server work at once; a cut connection is resumed where it stopped.
 The connection defaults to libpq's environment (PGHOST, PGUSER, PGPASSWORD, service files).]],
   flags = {
     { name = "conn", short = "c", value = "CONNINFO", help = "libpq connection string or URI" },
