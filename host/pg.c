@@ -884,9 +884,16 @@ static int open_source(lua_State *L, int idx, struct ctx *x, struct rs_source *s
             x->src_idx = lua_absindex(L, idx);
             src->read = lua_source_read;
             src->ud = x;
-            /* an object whose ranges C can fetch on its own (an S3 reader): --jobs works on it */
+            /* an object C can read itself (an S3 reader): its stream without a Lua call per chunk,
+             * and --jobs fetches or feeds its tables */
             if (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, PGR_RANGE_METAFIELD) != LUA_TNIL) {
                 const struct pgr_range_source *rs = lua_islightuserdata(L, -1) ? lua_touserdata(L, -1) : NULL;
+                if (rs) {
+                    src->object = rs;
+                    src->object_ud = lua_touserdata(L, idx);
+                    src->read = rs->stream_read;
+                    src->ud = src->object_ud;
+                }
                 long long base = rs ? rs->base(lua_touserdata(L, idx)) : -1;
                 if (base >= 0) {
                     src->range = rs;
@@ -1003,11 +1010,11 @@ static int pg_restore(lua_State *L)
     o.values = pb->val;
     o.ud = &x;
     struct box *rb = new_box(L, BOX_RESTORE); /* 8 */
-    if (src.range)
-        src.range->hold(src.range_ud, 1); /* its ranges are read by other threads until rs_restore returns */
+    if (src.object)
+        src.object->hold(src.object_ud, 1); /* read from C (its ranges by other threads) until rs_restore returns */
     rs_restore(&o, &src, &rb->rr);
-    if (src.range)
-        src.range->hold(src.range_ud, 0);
+    if (src.object)
+        src.object->hold(src.object_ud, 0);
     struct rs_result *r = &rb->rr;
 
     lua_createtable(L, 0, 12);

@@ -4,7 +4,7 @@
  *
  * A binding that offers one puts a light userdata pointing to its (static) pgr_range_source in its
  * objects' metatable under "__pgr_range"; ud is then the object's userdata block. The object must
- * stay alive (and its owner unchanged) while ranges are open: hold tells it when. */
+ * stay alive (and its owner unchanged) while it is read from C: hold tells it when. */
 #ifndef PGR_RANGESRC_H
 #define PGR_RANGESRC_H
 
@@ -22,12 +22,15 @@ struct pgr_range_source {
      * already), or -1 when its ranges cannot be fetched safely (no ETag to pin the object by, size
      * unknown). Called once, before the restore reads anything: its script offsets count from there. */
     long long (*base)(void *ud);
-    /* held = 1 while a restore fetches ranges (the object must refuse to be closed), 0 after. */
+    /* held = 1 while a restore reads it from C (the object must refuse to be closed), 0 after. */
     void (*hold)(void *ud, int held);
     /* Bytes the object's own stream reads ahead of its consumer (0 when it does not). A restore
      * with jobs then feeds each COPY block to its connection from that one stream, within as many
      * bytes again, instead of fetching its range a second time. */
     long long (*readahead)(void *ud);
+    /* The object's own stream, read from C on the calling thread as its Lua read method would
+     * (without a Lua call and a Lua string per chunk): > 0, 0 at its end, -1 with a message. */
+    long (*stream_read)(void *ud, char *buf, size_t cap, char *err, size_t errcap);
 };
 
 #endif

@@ -18,6 +18,9 @@ struct rs_source {
     const struct pgr_range_source *range;
     void *range_ud;
     long long range_base; /* the object offset of the stream's first byte (range->base) */
+    /* the object read is read through (its stream_read, its ranges): held while a restore runs */
+    const struct pgr_range_source *object;
+    void *object_ud;
 };
 
 /* An error the server (or the executor) reported for one statement. */

@@ -23,7 +23,7 @@ typedef struct {
 typedef struct {
     pgr_s3_reader *r;
     client_box *owner;
-    int held; /* pg.restore is fetching ranges of it on other threads: close must wait */
+    int held; /* pg.restore reads it from C (and its ranges on other threads): close must wait */
 } reader_box;
 
 static int push_s3_error(lua_State *L, const pgr_s3_error *err)
@@ -430,14 +430,29 @@ static long long range_readahead(void *ud)
     return rb->r ? (long long)pgr_s3_reader_readahead_size(rb->r) : 0;
 }
 
-static const struct pgr_range_source reader_ranges = { range_open, range_read, range_close, range_base,
-                                                       range_hold, range_readahead };
+/* reader:read(n) for C callers (the restore's main thread) */
+static long stream_read(void *ud, char *buf, size_t cap, char *err, size_t errcap)
+{
+    reader_box *rb = ud;
+    if (!rb->r) {
+        snprintf(err, errcap, "the S3 reader was closed");
+        return -1;
+    }
+    pgr_s3_error e;
+    long n = pgr_s3_read(rb->r, buf, cap, &e);
+    if (n < 0)
+        snprintf(err, errcap, "%s", e.message);
+    return n;
+}
+
+static const struct pgr_range_source reader_ranges = { range_open,  range_read,      range_close, range_base,
+                                                       range_hold,  range_readahead, stream_read };
 
 static int reader_close(lua_State *L)
 {
     reader_box *rb = check_reader(L);
     if (rb->held)
-        return luaL_error(L, "the S3 reader is being restored from (pg.restore with jobs): close it after "
+        return luaL_error(L, "the S3 reader is being restored from (pg.restore): close it after "
                              "pg.restore returns");
     if (rb->r) {
         pgr_s3_reader_close(rb->r);
