@@ -13,3 +13,20 @@ cpu_busy() {
 
 # cpu_floor CPU_SECONDS: the shortest wall time that much CPU work allows on this machine
 cpu_floor() { awk -v c="$1" -v n="$NCPU" 'BEGIN { printf "%.2f", c / n }'; }
+
+# proc_cpu PID...: the CPU seconds those processes have spent so far, with their reaped children's
+# (a PostgreSQL postmaster's includes its finished backends). Unlike cpu_busy it leaves out whatever
+# else the machine runs, so it holds on a shared machine.
+proc_cpu() {
+  for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null; echo; done |
+    awk -v hz="$CLK_TCK" 'NF { sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 } END { printf "%.2f\n", t / hz }'
+}
+
+# server_cpu DATADIR: CPU seconds of a PostgreSQL server: its postmaster (and finished backends)
+# and the processes still running under it
+server_cpu() {
+  local pm
+  pm=$(head -1 "$1/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  # shellcheck disable=SC2046
+  proc_cpu "$pm" $(pgrep -P "$pm")
+}
