@@ -32,6 +32,7 @@ describe("pgr.site", function()
     local s = assert(site.load("etc/site.example.lua"))
     assert.equals("ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]", s.nodes)
     assert.equals(1, s.restore_jobs)
+    assert.equals(300, s.lease_seconds)
   end)
 
   for _, case in ipairs({
@@ -43,6 +44,8 @@ describe("pgr.site", function()
     { [[return { ssh = { fanout = 0 } }]], "ssh.fanout must be a positive number" },
     { [[return { restore_jobs = 2.5 }]], "restore_jobs must be a whole number from 1 to 64" },
     { [[return { restore_jobs = 0 }]], "restore_jobs must be a whole number from 1 to 64" },
+    { [[return { lease_seconds = 0 }]], "lease_seconds must be a whole number of seconds from 1 to 86400" },
+    { [[return { lease_seconds = 1.5 }]], "lease_seconds must be a whole number of seconds from 1 to 86400" },
     { [[return 1]], "must return a table" },
     { [[nodes = "ncn-m001"]], "must return a table" },
     { [[return {]], "site file" },

@@ -362,7 +362,7 @@ function M.command(ctx, name)
   ctx:log("run: " .. table.concat(argv, " "))
   local run <close> = core.new { fanout = 1, timeout = M.COMMAND_TIMEOUT }
   run:add(argv)
-  while run:step(1) > 0 do end
+  while run:step(1) > 0 do require("pgr.heartbeat").beat() end
   local r = run:result(1)
   local out = (r.stdout or "") .. (r.stderr or "")
   if r.outcome == "spawn_failed" then
@@ -656,6 +656,8 @@ local function verbs_needed(svc)
     { "list", "pods" }, { "watch", "pods" }, { "delete", "pods" },
     { "get", "secrets" }, { "delete", "secrets" }, { "create", "secrets" },
     { "get", client }, { "patch", client .. "/scale" },
+    -- the cluster-side lock (pgr.lease)
+    { "get", "leases" }, { "create", "leases" }, { "update", "leases" },
   }
   if svc.recreate ~= false then
     list[#list + 1] = { "delete", "postgresqls" }
@@ -925,9 +927,17 @@ local function stream_dump(ctx)
     jobs = jobs,
     on_error = policy.on_error,
     skip = require("pgr.restorepolicy").RUN_SKIP,
-    progress = function(p) bar:update(p.bytes, p.errors and p.errors > 0 and (p.errors .. " expected errors") or nil) end,
+    progress = function(p)
+      require("pgr.heartbeat").beat()
+      bar:update(p.bytes, p.errors and p.errors > 0 and (p.errors .. " expected errors") or nil)
+    end,
   })
   if type(src) ~= "string" and src.close then src:close() end
+  -- an error a callback raised (Ctrl-C lands in the progress callback; a lost lease) is the stream's
+  if res and res.callback_error ~= nil then
+    bar:finish()
+    return give_up(res.callback_error)
+  end
   if not res then
     bar:finish()
     return give_up(err)
@@ -1273,6 +1283,11 @@ function M.procedure(svc)
     inherit = { "client_replicas", "instances" },
     inherit_saved = { "postgresql.json", "secrets.json" },
     service = svc,
+    -- one pgr at a time on this cluster, from any machine (pgr.lease)
+    lock = function(info)
+      return require("pgr.lease").hold({ site = info.site, namespace = svc.namespace, cluster = svc.cluster,
+                                         run = info.run_id, lock = info.lock_path, command = "run" })
+    end,
     setup = function(ctx)
       ctx.svc = svc
       local k8s, err = lazy("pgr.k8s")
