@@ -690,6 +690,7 @@ local function preflight_steps(svc)
   steps[#steps + 1] = {
     name = "Find the backup and check it is complete",
     preflight = true,
+    drill = true, -- pgr drill runs this check too (the checks that only read)
     touches = ("reads: the dump (--dump, or s3://%s/%s-*.psql)"):format("postgres-backup", svc.backup_prefix or svc.cluster),
     run = function(ctx)
       if not ctx.source.dump then
@@ -713,7 +714,7 @@ local function preflight_steps(svc)
         end
         if not chosen.psql then return fail("backup", "backup %s has no .psql dump", chosen.name) end
         ctx:set("backup", { bucket = bucket, name = chosen.name, layout = chosen.layout, dump = chosen.psql.key,
-                            manifest = chosen.manifest and chosen.manifest.key, size = chosen.size })
+                            manifest = chosen.manifest and chosen.manifest.key, size = chosen.size, time = chosen.time })
       end
       local pg, err = lazy("pgr.pg")
       if not pg then return nil, err end
@@ -723,6 +724,7 @@ local function preflight_steps(svc)
       info, err = pg.inspect(src)
       if type(src) ~= "string" and src.close then src:close() end
       if not info then return nil, err end
+      ctx._dump_info = info -- for pgr drill's row counts (not persisted)
       if info.format ~= "pg_dumpall" then
         return fail("backup", "%s is a %s script, not pg_dumpall's: the runbook restores a whole cluster's dump",
           label, tostring(info.format))
@@ -744,6 +746,7 @@ local function preflight_steps(svc)
   steps[#steps + 1] = {
     name = "Check the manifest holds the cluster's credential secrets",
     preflight = true,
+    drill = true,
     touches = "reads: the manifest (--manifest, or the backup's .manifest)",
     run = function(ctx)
       local text, err = read_manifest(ctx)
@@ -767,6 +770,7 @@ local function preflight_steps(svc)
   steps[#steps + 1] = {
     name = ("Check the postgresql %s and the %s %s exist"):format(svc.cluster, svc.client.kind, svc.client.name),
     preflight = true,
+    drill = true,
     touches = ("reads: postgresql %s/%s, %s %s"):format(svc.namespace, svc.cluster, svc.client.kind, svc.client.name),
     run = function(ctx)
       local pgo, err = ctx.k8s:get("postgresql", svc.cluster)
@@ -821,6 +825,7 @@ local function preflight_steps(svc)
   end
   for _, h in ipairs(hook_steps(svc.hooks and svc.hooks.preflight)) do
     h.preflight = true
+    h.drill = true -- a service's own checks only read (HSM/SLS schema versions): pgr drill runs them too
     steps[#steps + 1] = h
   end
   return steps
@@ -961,9 +966,10 @@ local function stream_dump(ctx)
     for _, fe in ipairs(res.errors and res.errors.first or {}) do
       if not fe.expected then first = fe break end
     end
-    return give_up(errors.new("restore", ("%d unexpected error(s) restoring %s%s; the cluster is left with one "
-      .. "instance and the client scaled to 0"):format(res.errors and res.errors.unexpected or 0, label,
-      first and (": line " .. tostring(first.line) .. ": " .. tostring(first.message)) or ""), { result = res }))
+    return give_up(errors.new("restore", ("%d unexpected error(s) restoring %s%s%s"):format(
+      res.errors and res.errors.unexpected or 0, label,
+      first and (": line " .. tostring(first.line) .. ": " .. tostring(first.message)) or "",
+      svc.scratch and "" or "; the cluster is left with one instance and the client scaled to 0"), { result = res }))
   end
   -- What the loader created without an explicit owner goes to postgres, as with psql -U postgres.
   local dbs = {}
@@ -988,8 +994,11 @@ local function stream_dump(ctx)
     if not ok then admin:close() return nil, e end
   end
   admin:close()
-  return ("%s restored"):format(require("pgr.ui").bytes(res.bytes or size or 0))
+  return ("%s restored"):format(require("pgr.ui").bytes(res.bytes or size or 0)), res
 end
+-- The runbook's dump step, for pgr drill: streams into ctx.svc's cluster (svc.scratch: a drill's own
+-- cluster); returns note, result | nil, err.
+M.stream_dump = function(ctx) return stream_dump(ctx) end
 
 local function secrets_step(ctx)
   local svc = ctx.svc
