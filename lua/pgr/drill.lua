@@ -591,6 +591,8 @@ function M.run(opts)
   local restore_redactor = ui.set_redactor(ctx._redact.apply)
   local function done(result, code)
     ui.set_redactor(restore_redactor)
+    if ctx._s3 then ctx._s3:close() end
+    if ctx.k8s then ctx.k8s:close() end
     unlock()
     return finish(result, code)
   end
