@@ -27,6 +27,12 @@ return {
   -- A gzip'd dump always loads over one connection.
   restore_jobs = 1,
 
+  -- pgr run, pgr drill and pgr backup hold a Lease pgr-<cluster> in the cluster's namespace while they
+  -- work, so that a second pgr, from any machine, refuses. A pgr that dies (kill -9, a lost node)
+  -- stops renewing it: after this many seconds another may take it over (`pgr run --resume` of the
+  -- same run takes it back at once). Longer than any single blocking call of a run.
+  lease_seconds = 300,
+
   -- Journals of every run (default $XDG_STATE_HOME/pgr or ~/.local/state/pgr; PGR_STATE_DIR wins).
   state_dir = "/var/lib/pgr",
 

@@ -33,6 +33,7 @@ describe("pgr.site", function()
     local s = assert(site.load("etc/site.example.lua"))
     assert.equals("ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]", s.nodes)
     assert.equals(1, s.restore_jobs)
+    assert.equals(300, s.lease_seconds)
   end)
 
   for _, case in ipairs({
@@ -47,6 +48,8 @@ describe("pgr.site", function()
     { [[return { s3 = { readahead_mb = -1 } }]], "s3.readahead_mb must be a whole number of MiB from 0" },
     { [[return { s3 = { readahead_mb = 1.5 } }]], "s3.readahead_mb must be a whole number of MiB from 0" },
     { [[return { s3 = { readahead_mb = "32" } }]], "s3.readahead_mb must be a whole number of MiB from 0" },
+    { [[return { lease_seconds = 0 }]], "lease_seconds must be a whole number of seconds from 1 to 86400" },
+    { [[return { lease_seconds = 1.5 }]], "lease_seconds must be a whole number of seconds from 1 to 86400" },
     { [[return 1]], "must return a table" },
     { [[nodes = "ncn-m001"]], "must return a table" },
     { [[return {]], "site file" },

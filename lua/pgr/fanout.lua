@@ -190,6 +190,10 @@ function M.run(opts)
 
   while true do
     local left, events, why = run:step(1.0)
+    -- a tick for the cluster lease's renewal (pgr.heartbeat); a loss is the runbook's to act on,
+    -- a Ctrl-C that lands in it is this loop's
+    local bok, berr = pcall(require("pgr.heartbeat").beat)
+    if not bok and tostring(berr):find("interrupted!", 1, true) then why = "interrupted" end
     for _, ev in ipairs(events) do
       if ev.event == "output" and on_output then
         splitters[ev.index][ev.stream](ev.data)

@@ -837,6 +837,8 @@ function Client:wait_for(kind, target, predicate, opts)
       progress(("waiting for %s (%ds%s)"):format(describe, math.floor(t - start), note and ("; " .. note) or ""))
       shown, last_progress = true, t
     end
+    -- a tick for what must go on during a long wait (the cluster lease's renewal: pgr.heartbeat)
+    require("pgr.heartbeat").beat()
     local ev, werr = w:next(math.min(deadline - t, 1))
     if ev == nil then
       w:close()

@@ -363,7 +363,7 @@ function M.command(ctx, name)
   ctx:log("run: " .. table.concat(argv, " "))
   local run <close> = core.new { fanout = 1, timeout = M.COMMAND_TIMEOUT }
   run:add(argv)
-  while run:step(1) > 0 do end
+  while run:step(1) > 0 do require("pgr.heartbeat").beat() end
   local r = run:result(1)
   local out = (r.stdout or "") .. (r.stderr or "")
   if r.outcome == "spawn_failed" then
@@ -657,6 +657,8 @@ local function verbs_needed(svc)
     { "list", "pods" }, { "watch", "pods" }, { "delete", "pods" },
     { "get", "secrets" }, { "delete", "secrets" }, { "create", "secrets" },
     { "get", client }, { "patch", client .. "/scale" },
+    -- the cluster-side lock (pgr.lease)
+    { "get", "leases" }, { "create", "leases" }, { "update", "leases" },
   }
   if svc.recreate ~= false then
     list[#list + 1] = { "delete", "postgresqls" }
@@ -689,6 +691,7 @@ local function preflight_steps(svc)
   steps[#steps + 1] = {
     name = "Find the backup and check it is complete",
     preflight = true,
+    drill = true, -- pgr drill runs this check too (the checks that only read)
     touches = ("reads: the dump (--dump, or s3://%s/%s-*.psql)"):format("postgres-backup", svc.backup_prefix or svc.cluster),
     run = function(ctx)
       if not ctx.source.dump then
@@ -712,7 +715,7 @@ local function preflight_steps(svc)
         end
         if not chosen.psql then return fail("backup", "backup %s has no .psql dump", chosen.name) end
         ctx:set("backup", { bucket = bucket, name = chosen.name, layout = chosen.layout, dump = chosen.psql.key,
-                            manifest = chosen.manifest and chosen.manifest.key, size = chosen.size })
+                            manifest = chosen.manifest and chosen.manifest.key, size = chosen.size, time = chosen.time })
       end
       local pg, err = lazy("pgr.pg")
       if not pg then return nil, err end
@@ -722,6 +725,7 @@ local function preflight_steps(svc)
       info, err = pg.inspect(src)
       if type(src) ~= "string" and src.close then src:close() end
       if not info then return nil, err end
+      ctx._dump_info = info -- for pgr drill's row counts (not persisted)
       if info.format ~= "pg_dumpall" then
         return fail("backup", "%s is a %s script, not pg_dumpall's: the runbook restores a whole cluster's dump",
           label, tostring(info.format))
@@ -743,6 +747,7 @@ local function preflight_steps(svc)
   steps[#steps + 1] = {
     name = "Check the manifest holds the cluster's credential secrets",
     preflight = true,
+    drill = true,
     touches = "reads: the manifest (--manifest, or the backup's .manifest)",
     run = function(ctx)
       local text, err = read_manifest(ctx)
@@ -766,6 +771,7 @@ local function preflight_steps(svc)
   steps[#steps + 1] = {
     name = ("Check the postgresql %s and the %s %s exist"):format(svc.cluster, svc.client.kind, svc.client.name),
     preflight = true,
+    drill = true,
     touches = ("reads: postgresql %s/%s, %s %s"):format(svc.namespace, svc.cluster, svc.client.kind, svc.client.name),
     run = function(ctx)
       local pgo, err = ctx.k8s:get("postgresql", svc.cluster)
@@ -820,6 +826,7 @@ local function preflight_steps(svc)
   end
   for _, h in ipairs(hook_steps(svc.hooks and svc.hooks.preflight)) do
     h.preflight = true
+    h.drill = true -- a service's own checks only read (HSM/SLS schema versions): pgr drill runs them too
     steps[#steps + 1] = h
   end
   return steps
@@ -926,9 +933,17 @@ local function stream_dump(ctx)
     jobs = jobs,
     on_error = policy.on_error,
     skip = require("pgr.restorepolicy").RUN_SKIP,
-    progress = function(p) bar:update(p.bytes, p.errors and p.errors > 0 and (p.errors .. " expected errors") or nil) end,
+    progress = function(p)
+      require("pgr.heartbeat").beat()
+      bar:update(p.bytes, p.errors and p.errors > 0 and (p.errors .. " expected errors") or nil)
+    end,
   })
   if type(src) ~= "string" and src.close then src:close() end
+  -- an error a callback raised (Ctrl-C lands in the progress callback; a lost lease) is the stream's
+  if res and res.callback_error ~= nil then
+    bar:finish()
+    return give_up(res.callback_error)
+  end
   if not res then
     bar:finish()
     return give_up(err)
@@ -952,9 +967,10 @@ local function stream_dump(ctx)
     for _, fe in ipairs(res.errors and res.errors.first or {}) do
       if not fe.expected then first = fe break end
     end
-    return give_up(errors.new("restore", ("%d unexpected error(s) restoring %s%s; the cluster is left with one "
-      .. "instance and the client scaled to 0"):format(res.errors and res.errors.unexpected or 0, label,
-      first and (": line " .. tostring(first.line) .. ": " .. tostring(first.message)) or ""), { result = res }))
+    return give_up(errors.new("restore", ("%d unexpected error(s) restoring %s%s%s"):format(
+      res.errors and res.errors.unexpected or 0, label,
+      first and (": line " .. tostring(first.line) .. ": " .. tostring(first.message)) or "",
+      svc.scratch and "" or "; the cluster is left with one instance and the client scaled to 0"), { result = res }))
   end
   -- What the loader created without an explicit owner goes to postgres, as with psql -U postgres.
   local dbs = {}
@@ -979,8 +995,11 @@ local function stream_dump(ctx)
     if not ok then admin:close() return nil, e end
   end
   admin:close()
-  return ("%s restored"):format(require("pgr.ui").bytes(res.bytes or size or 0))
+  return ("%s restored"):format(require("pgr.ui").bytes(res.bytes or size or 0)), res
 end
+-- The runbook's dump step, for pgr drill: streams into ctx.svc's cluster (svc.scratch: a drill's own
+-- cluster); returns note, result | nil, err.
+M.stream_dump = function(ctx) return stream_dump(ctx) end
 
 local function secrets_step(ctx)
   local svc = ctx.svc
@@ -1274,6 +1293,11 @@ function M.procedure(svc)
     inherit = { "client_replicas", "instances" },
     inherit_saved = { "postgresql.json", "secrets.json" },
     service = svc,
+    -- one pgr at a time on this cluster, from any machine (pgr.lease)
+    lock = function(info)
+      return require("pgr.lease").hold({ site = info.site, namespace = svc.namespace, cluster = svc.cluster,
+                                         run = info.run_id, lock = info.lock_path, command = "run" })
+    end,
     setup = function(ctx)
       ctx.svc = svc
       local k8s, err = lazy("pgr.k8s")

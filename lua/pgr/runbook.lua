@@ -17,6 +17,11 @@
 --     state_dir, site (table), file (for the --resume hint), source = {backup=, dump=, manifest=},
 --     confirm = fn(question) -> bool (default: a prompt on the terminal)
 -- runbook.runs(state_dir, proc) -> list of {dir=, id=, finished=, status=, done={name=true}} newest first
+-- runbook.lock_path(state_dir, proc) -> the lock file one run of proc.cluster holds in that state directory
+-- runbook.context(proc, opts) -> a ctx without a run directory (kept in memory), for commands that run
+--     a procedure's steps themselves (pgr drill)
+-- proc.lock = fn{run_id=, site=, lock_path=, resume=} -> handle | nil, err (optional): the cluster-side
+--     lock (pgr.lease) taken before the run directory is made; handle:release() at the end
 --
 -- The ctx a step receives:
 --   ctx.dry_run, ctx.source, ctx.site, ctx.procedure, ctx.run_dir (nil in a dry run), ctx.step (number)
@@ -34,6 +39,7 @@ local sys = require "pgr.sys"
 local errors = require "pgr.errors"
 local ui = require "pgr.ui"
 local site_mod = require "pgr.site"
+local heartbeat = require "pgr.heartbeat"
 
 local M = {}
 
@@ -191,6 +197,10 @@ end
 
 local function cluster_key(proc)
   return (proc.cluster:gsub("[^%w_.-]", "_"))
+end
+
+function M.lock_path(state_dir, proc)
+  return state_dir .. "/locks/" .. cluster_key(proc) .. ".lock"
 end
 
 local function iso(t)
@@ -421,6 +431,10 @@ end
 
 M.Context = Ctx
 
+function M.context(proc, opts)
+  return new_ctx(proc, opts or {}, nil, {})
+end
+
 -- Running ------------------------------------------------------------------------------------------
 
 local function is_interrupt(err)
@@ -537,7 +551,7 @@ function M.run(proc, opts)
 
   -- One run per cluster at a time. flock dies with its holder, so a lock left by a killed run is
   -- free again; we still say so, because that run is unfinished.
-  local lock_path = state_dir .. "/locks/" .. cluster_key(proc) .. ".lock"
+  local lock_path = M.lock_path(state_dir, proc)
   local before = previous_holder(lock_path)
   local lock, lerr = sys.lock(lock_path)
   if not lock then
@@ -550,7 +564,13 @@ function M.run(proc, opts)
     ui.error(err_text(lerr))
     return EXIT.failed
   end
+  local held -- the cluster-side lock (proc.lock), once taken
   local function release()
+    if held then
+      local rok, rerr = held:release()
+      if not rok then ui.warn("the cluster's lease was not released (it expires by itself): " .. err_text(rerr)) end
+      held = nil
+    end
     -- an empty lock file says "released cleanly"; a pid left behind says its holder died
     local f = io.open(lock_path, "w")
     if f then f:close() end
@@ -631,11 +651,33 @@ function M.run(proc, opts)
     confirm = default_confirm
   end
 
-  if not run_dir then
+  local id = run and resumed and run.id
+  if not id then
     local now = sys.time()
     -- ids sort by time (milliseconds), then pid
-    local id = ("%s-%s%03d-%d"):format(cluster_key(proc), os.date("!%Y%m%dT%H%M%S.", math.floor(now)),
+    id = ("%s-%s%03d-%d"):format(cluster_key(proc), os.date("!%Y%m%dT%H%M%S.", math.floor(now)),
       math.floor((now % 1) * 1000), sys.getpid())
+  end
+  -- The cluster-side lock: another pgr, on any machine, that holds it refuses this run before it
+  -- has written anything.
+  if proc.lock then
+    local h, herr = proc.lock({ run_id = id, site = site, lock_path = lock_path, resume = resumed })
+    if not h then
+      ui.error(err_text(herr))
+      ui.json({ event = "locked", cluster = proc.cluster, holder = type(herr) == "table" and herr.holder or nil,
+                error = err_text(herr) })
+      ui.line("nothing was changed")
+      release()
+      return EXIT.preflight
+    end
+    held = h
+    if h.took then
+      ui.warn(("took over the lease of %s from %s: %s"):format(proc.cluster, h.took.identity, h.took.why))
+      ui.json({ event = "lease_taken_over", cluster = proc.cluster, from = h.took.identity, why = h.took.why })
+    end
+  end
+
+  if not run_dir then
     run_dir = state_dir .. "/runs/" .. id
     ok, err = sys.mkdir(run_dir .. "/saved", 448)
     if ok and inherit then ok, err = take_over(proc, inherit, run_dir, state) end
@@ -728,6 +770,15 @@ function M.run(proc, opts)
         if not confirm(table.concat(lines, "\n")) then return stop(EXIT.failed, "declined") end
         confirmed = true
         ctx:_journal({ event = "confirmed", step = i })
+      end
+      -- the lease is renewed at every step (and at every tick of the waits inside one); one lost
+      -- to another pgr stops the run here
+      local bok, berr = pcall(heartbeat.beat)
+      if bok and held and held.lost then bok, berr = false, held.lost end
+      if not bok then
+        if is_interrupt(berr) then return stop(EXIT.interrupted, "interrupted") end
+        ui.error(err_text(berr))
+        return stop(EXIT.failed, "failed", berr)
       end
       ctx:_journal({ event = "step_started", step = i, name = s.name })
       ctx._step_writes, ctx._step_waits = 0, 0

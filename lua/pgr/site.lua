@@ -20,6 +20,7 @@
 --               readahead_mb: MiB of the dump fetched ahead of the database's load (0: none)
 --   state_dir   where runs are journaled
 --   restore_jobs  connections that load the dump's tables side by side (default 1; pgr run --jobs wins)
+--   lease_seconds how long the cluster's lease (pgr.lease) outlives a pgr that stopped renewing it (default 300)
 --   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
 --   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil }
 --   commands    name -> argv array (run directly, no shell) | string (run by /bin/sh -c) | false (skip)
@@ -37,6 +38,7 @@ M.DEFAULTS = {
   s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil, readahead_mb = 32 },
   state_dir = nil,
   restore_jobs = 1,
+  lease_seconds = 300,
   kubeconfig = nil,
   context = nil,
   keycloak = {
@@ -93,13 +95,13 @@ local function check_url(v)
 end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
-                context = true, keycloak = true, commands = true, restore_jobs = true }
+                context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true }
 
 local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
       return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "nodes, restore_jobs, s3, ssh, state_dir)")
+        .. "lease_seconds, nodes, restore_jobs, s3, ssh, state_dir)")
     end
   end
   for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
@@ -110,6 +112,10 @@ local function validate(t, path)
   local rj = t.restore_jobs
   if rj ~= nil and (math.type(rj) ~= "integer" or rj < 1 or rj > 64) then
     return fail(path, "restore_jobs", "must be a whole number from 1 to 64")
+  end
+  local ls = t.lease_seconds
+  if ls ~= nil and (math.type(ls) ~= "integer" or ls < 1 or ls > 86400) then
+    return fail(path, "lease_seconds", "must be a whole number of seconds from 1 to 86400")
   end
   for _, f in ipairs({ "ssh", "s3", "keycloak", "commands" }) do
     local e = opt_type(t[f], "table")

@@ -28,8 +28,13 @@ How it runs:
      Passwords never appear in the output, the journal or the log.
   4. If a step fails or pgr is interrupted, fix the cause and run the same command with
      --resume: it continues at the first step not done, with what earlier steps recorded.
-     Only one run per cluster at a time (a lock); a lock left by a killed run is reported.
-  5. --new starts over instead (another --backup or --dump, say). If the unfinished run had already
+  5. One pgr at a time per cluster, from any machine: a run holds the Lease pgr-<cluster> in the
+     cluster's namespace (who: user@host, pid, run id) and renews it while it works. Another
+     pgr run, drill or backup of that cluster exits 3 naming the holder. A holder that died
+     (kill -9, a lost node) keeps it until it expires (the site's lease_seconds, default 300 s);
+     --resume of that same run takes it back at once, as does a new run from the same state
+     directory (whose lock proves the holder gone).
+  6. --new starts over instead (another --backup or --dump, say). If the unfinished run had already
      changed the cluster, the new run keeps what that run recorded before the change (replica
      count, numberOfInstances, the saved postgresql object and secrets): the cluster as it is now
      is half-restored. The unfinished run is closed once the new run's checks have passed.
@@ -52,7 +57,7 @@ Examples:
 
 Exit codes: 0 done; 1 a step failed (resumable: the exact --resume command is printed);
 2 bad usage, or consent missing, or an unfinished run exists (--resume or --new); 3 a check
-failed before anything changed, or another run holds the cluster's lock; 130 interrupted
+failed before anything changed, or another pgr holds the cluster's lease or lock; 130 interrupted
 (resumable).]],
   flags = {
     { name = "backup", value = "NAME", help = "restore this backup from S3 (default: the newest)" },

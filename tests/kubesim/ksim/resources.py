@@ -53,6 +53,7 @@ RESOURCES = [
     Res("batch", "v1", "cronjobs", "CronJob", short=["cj"], generation=True, categories=["all"]),
     Res("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short=["pdb"], generation=True),
     Res("acid.zalan.do", "v1", "postgresqls", "postgresql", short=["pg"], generation=True, categories=["all"]),
+    Res("coordination.k8s.io", "v1", "leases", "Lease", status=False),
     Res("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
         namespaced=False, verbs=["create"], status=False),
     Res("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview",
@@ -286,6 +287,7 @@ TABLES = {
                              ("Max Unavailable", S, "", 0, lambda o: str(o["spec"].get("maxUnavailable", "N/A"))),
                              ("Allowed Disruptions", I, "", 0, lambda o: o.get("status", {}).get("disruptionsAllowed", 0)),
                              AGE],
+    "leases": [NAME, ("Holder", S, "", 0, lambda o: util.get_path(o, "spec.holderIdentity", "") or ""), AGE],
     "endpoints": [NAME, ("Endpoints", S, "", 0, lambda o: ",".join(
         "%s:%s" % (a.get("ip"), p.get("port")) for s in o.get("subsets") or [] for a in s.get("addresses") or []
         for p in s.get("ports") or [{}]) or "<none>"), AGE],

@@ -305,6 +305,35 @@ class Strategy:
             raise invalid(res, new["metadata"]["name"], [("spec.template", "FieldValueInvalid",
                                                            "Invalid value: ...: field is immutable")])
 
+    # -------------------------------------------------------------- coordination.k8s.io leases
+    def create_leases(self, res, o):
+        self._lease_validate(res, o)
+
+    def update_leases(self, res, old, new):
+        self._lease_validate(res, new)
+
+    _MICRO_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+
+    def _lease_validate(self, res, o):
+        # acquireTime/renewTime are MicroTime: a value that does not decode is the decoder's 400;
+        # durations and transitions are checked as ValidateLeaseSpec does (422).
+        spec = o.get("spec") or {}
+        for f in ("acquireTime", "renewTime"):
+            v = spec.get(f)
+            if v is not None and not (isinstance(v, str) and self._MICRO_RE.fullmatch(v)):
+                raise ApiError(400, "BadRequest", 'Lease in version "v1" cannot be handled as a Lease: parsing time '
+                               '"%s" as "2006-01-02T15:04:05.000000Z07:00": cannot parse "%s" as "2006"' % (v, v))
+        causes = []
+        d = spec.get("leaseDurationSeconds")
+        if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d <= 0):
+            causes.append(("spec.leaseDurationSeconds", "FieldValueInvalid", "Invalid value: %s: must be greater than 0" % (d,)))
+        t = spec.get("leaseTransitions")
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 0):
+            causes.append(("spec.leaseTransitions", "FieldValueInvalid",
+                           "Invalid value: %s: must be greater than or equal to 0" % (t,)))
+        if causes:
+            raise invalid(res, o["metadata"]["name"], causes)
+
     # -------------------------------------------------------------- the Zalando CRD's openAPI schema
     def create_postgresqls(self, res, o):
         self._pg_validate(res, o)
