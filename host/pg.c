@@ -4,6 +4,8 @@
  *   pg.connect(conninfo | {host=, port=, user=, password=, dbname=, sslmode=, connect_timeout=, ...})
  *       -> conn | nil, err{code="connect"}       libpq conventions: PG* variables, service files;
  *       connect_timeout defaults to 10 s; the message never holds the password
+ *   pg.connect_all({params, ...} [, {timeout=10}]) -> conns, errs   opened side by side (pgmulti.c):
+ *       conns[i] a connection or false, errs[i] then its error (code "connect" or "timeout")
  *   conn:query(sql, ...) -> rows, info{columns=, command=, affected=} | nil, err
  *       $1.. parameters: string, number, boolean, nil (NULL). Values: int2/4/8 and oid -> integer,
  *       float4/8 -> float, bool -> boolean, NULL -> nil (the key is absent; info.columns lists
@@ -19,11 +21,13 @@
  *   pg.inspect(source [, {first_row_max=4096}]) -> facts | nil, err
  */
 #include "lutil.h"
+#include "pgmulti.h"
 #include "restore.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -336,6 +340,95 @@ static int pg_connect(lua_State *L)
     }
     PQsetNoticeReceiver(c->c, notice_receiver, c);
     return 1;
+}
+
+/* pg.connect_all({params, ...} [, {timeout=10}]) -> list, errs: the connections opened side by side
+ * (pgmulti.c), list[i] a connection or false, errs[i] its error then (code "connect", or "timeout" when
+ * the deadline came first). The deadline bounds the whole call; connect_timeout is not used here. */
+static int pg_connect_all(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Number timeout = pgr_opt_number(L, 2, "timeout", 10);
+    if (!(timeout > 0 && timeout <= 86400))
+        return luaL_argerror(L, 2, "field 'timeout' must be between 0 and 86400 seconds");
+    lua_settop(L, 2);
+    lua_Integer n = luaL_len(L, 1);
+    if (n < 0 || n > 10000)
+        return luaL_argerror(L, 1, "between 0 and 10000 connections");
+    luaL_checkstack(L, (int)n * 2 + 8, "too many connections");
+    /* stack: 3 = the params boxes' table (their passwords are wiped once the attempts are made),
+     * 4 = the connections, each owned by its userdata from the moment the core returns */
+    lua_createtable(L, (int)n, 0);
+    lua_createtable(L, (int)n, 0);
+    pgm_params *params = lua_newuserdatauv(L, sizeof *params * (size_t)(n ? n : 1), 0);
+    PGconn **out = lua_newuserdatauv(L, sizeof *out * (size_t)(n ? n : 1), 0);
+    enum pgm_outcome *oc = lua_newuserdatauv(L, sizeof *oc * (size_t)(n ? n : 1), 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, 1, i);
+        struct box *b = params_from(L, -1);
+        if (!b)
+            return luaL_error(L, "pg.connect_all: connection %d: %s", (int)i, luaL_tolstring(L, -1, NULL));
+        params[i - 1].kw = b->kw;
+        params[i - 1].val = b->val;
+        lua_rawseti(L, 3, i);
+        lua_pop(L, 1);
+        struct conn *c = lua_newuserdatauv(L, sizeof *c, 0);
+        c->c = NULL;
+        c->L = L;
+        c->notice_ref = LUA_NOREF;
+        c->in_notice = 0;
+        luaL_setmetatable(L, CONN_MT);
+        lua_rawseti(L, 4, i);
+    }
+    pgm_connect_all((size_t)n, params, (int)(timeout * 1000), out, oc);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 4, i);
+        ((struct conn *)lua_touserdata(L, -1))->c = out[i - 1];
+        lua_pop(L, 1);
+    }
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 3, i);
+        box_release(lua_touserdata(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_createtable(L, (int)n, 0); /* 8: the errors */
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 4, i);
+        struct conn *c = lua_touserdata(L, -1);
+        if (oc[i - 1] == PGM_OK) {
+            PQsetNoticeReceiver(c->c, notice_receiver, c);
+            lua_pop(L, 1);
+            continue;
+        }
+        if (oc[i - 1] == PGM_TIMED_OUT) {
+            char secs[32];
+            snprintf(secs, sizeof secs, "%g", (double)timeout);
+            pgr_push_error(L, "timeout", "cannot connect to PostgreSQL: timeout expired after %s s", secs);
+        } else if (oc[i - 1] == PGM_NOMEM || !c->c) {
+            pgr_push_error(L, "nomem", "out of memory");
+        } else {
+            const char *m = PQerrorMessage(c->c);
+            size_t l = strlen(m);
+            while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
+                l--;
+            lua_pushlstring(L, m, l);
+            pgr_push_error(L, "connect", "cannot connect to PostgreSQL: %s", lua_tostring(L, -1));
+            lua_remove(L, -2);
+        }
+        lua_rawseti(L, 8, i);
+        if (c->c) {
+            PQfinish(c->c);
+            c->c = NULL;
+        }
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+        lua_rawseti(L, 4, i);
+    }
+    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 8);
+    return 2;
 }
 
 static int conn_close(lua_State *L)
@@ -1164,7 +1257,8 @@ int luaopen_pgr_pg(lua_State *L)
     static const luaL_Reg box_meta[] = { { "__gc", box_gc }, { NULL, NULL } };
     pgr_new_class(L, BOX_MT, NULL, box_meta);
     static const luaL_Reg fns[] = {
-        { "connect", pg_connect },         { "restore", pg_restore },
+        { "connect", pg_connect },         { "connect_all", pg_connect_all },
+        { "restore", pg_restore },
         { "inspect", pg_inspect },         { "quote_ident", pg_quote_ident },
         { "quote_literal", pg_quote_literal }, { NULL, NULL },
     };
