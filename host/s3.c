@@ -1,5 +1,6 @@
 /* s3.c — pgr.s3.core: the S3 client core (s3core.h) for Lua: client handles and object readers
- * (`reader:read(n)`, the byte source pg.restore pulls from). Conversion only; policy is in pgr.s3. */
+ * (`reader:read(n)`, the byte source pg.restore pulls from), ranges read whole (`client:read_range`).
+ * Conversion only; policy is in pgr.s3. */
 #include "lutil.h"
 #include "rangesrc.h"
 #include "s3core.h"
@@ -355,6 +356,46 @@ static int client_open(lua_State *L)
     return 1;
 }
 
+/* client:read_range(bucket, key, start, end [, {etag=, resumes=}]) -> string | nil, err
+ * Bytes [start, end) of the object, whole (at most 16 MiB): a Range request, pinned by If-Match to etag. */
+static int client_read_range(lua_State *L)
+{
+    client_box *b = check_client(L);
+    const char *bucket = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3);
+    lua_Integer start = luaL_checkinteger(L, 4), end = luaL_checkinteger(L, 5);
+    luaL_argcheck(L, start >= 0, 4, "must not be negative");
+    luaL_argcheck(L, end >= start && end - start <= 16 * 1024 * 1024, 5, "must be from start to start + 16 MiB");
+    const char *etag = pgr_opt_string(L, 6, "etag", NULL);
+    int resumes = (int)pgr_opt_integer(L, 6, "resumes", DEFAULT_RESUMES);
+    size_t want = (size_t)(end - start);
+    /* the buffer is made before the reader: no Lua allocation (and so no error) while it is open */
+    luaL_Buffer buf;
+    char *p = luaL_buffinitsize(L, &buf, want ? want : 1);
+    pgr_s3_error err;
+    pgr_s3_reader *r = pgr_s3_open_bytes(b->s, bucket, key, etag, start, end, resumes, &err);
+    if (!r)
+        return push_s3_error(L, &err);
+    size_t got = 0;
+    long n = 0;
+    while (got < want && (n = pgr_s3_read(r, p + got, want - got, &err)) > 0)
+        got += (size_t)n;
+    if (n >= 0 && got == want) {
+        char extra;
+        n = pgr_s3_read(r, &extra, 1, &err); /* the end, where the size is checked */
+        if (n > 0) {
+            snprintf(err.code, sizeof err.code, "size_mismatch");
+            snprintf(err.message, sizeof err.message, "s3://%s/%s: more bytes than the range asked", bucket, key);
+            err.status = 0;
+            n = -1;
+        }
+    }
+    pgr_s3_reader_close(r);
+    if (n < 0)
+        return push_s3_error(L, &err);
+    luaL_pushresultsize(&buf, got);
+    return 1;
+}
+
 static reader_box *check_reader(lua_State *L)
 {
     return luaL_checkudata(L, 1, READER_MT);
@@ -521,6 +562,7 @@ int luaopen_pgr_s3_core(lua_State *L)
     static const luaL_Reg methods[] = {
         { "list", client_list },     { "head", client_head },
         { "get", client_get },       { "open", client_open },
+        { "read_range", client_read_range },
         { "put", client_put },       { "put_file", client_put_file },
         { "create_bucket", client_create_bucket },
         { "delete", client_delete }, { "close", client_close },

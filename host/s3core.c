@@ -759,6 +759,29 @@ pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, lon
     return reader_connect(r, err);
 }
 
+pgr_s3_reader *pgr_s3_open_bytes(pgr_s3 *s, const char *bucket, const char *key, const char *etag, long long start,
+                                 long long end, int max_resumes, pgr_s3_error *err)
+{
+    pgr_s3_reader *r = calloc(1, sizeof *r);
+    if (!r || !(r->bucket = strdup(bucket)) || !(r->key = strdup(key))) {
+        s3err(err, "memory", 0, "out of memory opening s3://%s/%s", bucket, key);
+        pgr_s3_reader_close(r);
+        return NULL;
+    }
+    r->s = s;
+    r->max_resumes = max_resumes < 0 ? 0 : max_resumes;
+    r->ranged = r->external_md5 = 1;
+    r->offset = start < 0 ? 0 : start;
+    r->size = end;
+    snprintf(r->etag, sizeof r->etag, "%s", etag ? etag : "");
+    pgr_http_response_init(&r->resp);
+    if (end <= r->offset) {
+        r->finished = 1;
+        return r;
+    }
+    return reader_connect(r, err);
+}
+
 /* The wait before a resume; ended early when the read-ahead stops. */
 static void backoff(pgr_s3_reader *r, int attempt)
 {

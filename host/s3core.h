@@ -71,6 +71,12 @@ pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, lon
 int pgr_s3_reader_readahead(pgr_s3_reader *r, size_t bytes, pgr_s3_error *err);
 size_t pgr_s3_reader_readahead_size(const pgr_s3_reader *r); /* 0 without a read-ahead */
 size_t pgr_s3_reader_buffered(const pgr_s3_reader *r);       /* fetched, not yet read */
+/* Bytes [start, end) of bucket/key as a reader of its own, without a whole-object GET first (the tail of
+ * a dump, read for its completion trailer): a Range request, If-Match on etag when one is given (the
+ * object listed, not one that replaced it), at most max_resumes resumes, no MD5. end must not pass the
+ * object's size (the server would answer fewer bytes: size_mismatch). */
+pgr_s3_reader *pgr_s3_open_bytes(pgr_s3 *s, const char *bucket, const char *key, const char *etag, long long start,
+                                 long long end, int max_resumes, pgr_s3_error *err);
 /* Reads up to cap bytes: > 0 count, 0 at the end (after size and, for single-part ETags, MD5 were
  * checked), -1 on failure (err). */
 long pgr_s3_read(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err);
