@@ -112,6 +112,18 @@ static int errno_fail(lua_State *L, const char *what, const char *path)
     return 2;
 }
 
+/* executable() -> the path of this pgr binary (/proc/self/exe), to start copies of itself */
+static int sys_executable(lua_State *L)
+{
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n < 0)
+        return errno_fail(L, "cannot read", "/proc/self/exe");
+    buf[n] = '\0';
+    lua_pushstring(L, buf);
+    return 1;
+}
+
 /* mkdir(path [, mode=0700]): creates every missing parent too; true if it exists afterwards */
 static int sys_mkdir(lua_State *L)
 {
@@ -373,7 +385,8 @@ int luaopen_pgr_sys(lua_State *L)
     pgr_new_class(L, LOCK_MT, lock_methods, lock_meta);
     static const luaL_Reg fns[] = {
         { "isatty", sys_isatty }, { "now", sys_now }, { "time", sys_time }, { "sleep", sys_sleep },
-        { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
+        { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive },
+        { "executable", sys_executable }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
         { "versions", sys_versions }, { NULL, NULL } };

@@ -8,6 +8,7 @@ return restore.procedure {
   client = { kind = "deployment", name = "cray-smd", selector = "app.kubernetes.io/name=cray-smd" },
   users = { "postgres", "service_account", "hmsdsuser", "standby" },
   restart = "all",
+  dependants = { { "job", "cray-smd-init" } },
   verbs = { { "get", "jobs" }, { "delete", "jobs" }, { "create", "jobs" } },
   hooks = {
     preflight = {

@@ -10,6 +10,8 @@ return restore.procedure {
   namespace = "services", cluster = "keycloak-postgres",
   client = { kind = "statefulset", name = "cray-keycloak", selector = "app.kubernetes.io/instance=cray-keycloak" },
   users = { "postgres", "service_account", "standby" },
+  dependants = { { "job", "keycloak-setup" }, { "job", "keycloak-users-localize" }, { "deployment", PROXIES[1] },
+                 { "deployment", PROXIES[2] }, { "deployment", PROXIES[3] } },
   verbs = { { "get", "jobs" }, { "delete", "jobs" }, { "create", "jobs" }, { "patch", "deployments" } },
   hooks = { after = {
     { "Wait until every container of every cray-keycloak pod is ready",

@@ -10,6 +10,7 @@ return restore.procedure {
   client = { kind = "deployment", name = "cray-sls", selector = "app.kubernetes.io/name=cray-sls" },
   users = { "postgres", "service_account", "slsuser", "standby" },
   recreate = false, restart = "all",
+  dependants = { { "job", "cray-sls-init-load" } },
   verbs = { { "get", "jobs" }, { "delete", "jobs" }, { "create", "jobs" } },
   hooks = {
     preflight = {

@@ -9,6 +9,7 @@ return restore.procedure {
   namespace = "spire", cluster = "spire-postgres",
   client = { kind = "statefulset", name = "spire-server", selector = "app.kubernetes.io/name=spire-server" },
   users = { "postgres", "service_account", "spire", "standby" },
+  dependants = AGENTS,  -- what pgr status shows beside the client
   verbs = { { "patch", "daemonsets" }, { "patch", "deployments" } },
   -- the NCNs' agents restart while the pods' agents roll out: neither waits for the other
   hooks = { after = {

@@ -142,7 +142,8 @@ function M.is_conflict(err) return type(err) == "table" and err.code == 409 end
 
 -- connect(opts) -> client | nil, err.  opts: the pgr.kubeconfig.load options (kubeconfig=,
 -- context=, namespace=, env=, serviceaccount=), or settings= (a table load() returned);
--- timeout= (seconds per request).
+-- timeout= (seconds per request); attempts= (tries of a request that may be repeated; default
+-- M.defaults.attempts).
 function M.connect(opts)
   opts = opts or {}
   local s = opts.settings
@@ -160,7 +161,7 @@ function M.connect(opts)
   if not c then return nil, err end
   return setmetatable({
     core = c, server = s.server, namespace = opts.namespace or s.namespace or "default",
-    context = s.context, timeout = timeout, resources = nil,
+    context = s.context, timeout = timeout, resources = nil, attempts = opts.attempts,
     ca_source = s.ca_source, auth_source = s.auth_source,
   }, Client)
 end
@@ -193,7 +194,7 @@ function Client:request(method, path, query, body, ctype, opts)
   end
   local full = path .. query_string(query)
   local what = opts.what or (method .. " " .. path)
-  local attempts = opts.attempts or M.defaults.attempts
+  local attempts = opts.attempts or self.attempts or M.defaults.attempts
   local status, rbody, headers
   local maybe_applied = false  -- an earlier attempt may have reached the server (timeout, cut, 5xx)
   for attempt = 1, attempts do
