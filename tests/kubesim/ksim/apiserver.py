@@ -69,6 +69,7 @@ class Api:
         # token -> {"user": ..., "deny": [rule, ...]}; the admin token is the kubeconfig's.
         self.tokens = {cfg["token"]: {"user": "kubernetes-admin", "groups": ["system:masters"], "deny": []}}
         self.admin_ops = {}   # op name -> fn(body) -> result, registered by daemon
+        self.pod_log = None   # fn(ns, name, query) -> text | None (pods/log), set by the operator
         self.port = None
 
     # -------------------------------------------------------------- authorisation
@@ -310,6 +311,8 @@ class Handler(BaseHTTPRequestHandler):
         if res.plural == "selfsubjectrulesreviews":
             return self.ssrr(body)
         if method == "GET":
+            if res.plural == "pods" and sub == "log":
+                return self.pod_log(ns, name)
             if watch:
                 return self.watch(res, ns, name)
             if name:
@@ -325,6 +328,18 @@ class Handler(BaseHTTPRequestHandler):
             if name:
                 return self.delete(res, ns, name, body)
             return self.delete_collection(res, ns, body)
+
+    def pod_log(self, ns, name):
+        """GET pods/NAME/log (kubectl logs): text/plain, from the hook the operator installs."""
+        text = self.api.pod_log(ns, name, self.q) if self.api.pod_log else None
+        if text is None:
+            raise ApiError(404, "NotFound", 'pods "%s" not found' % name, {"name": name, "kind": "pods"})
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _json(self, body):
         ct = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()

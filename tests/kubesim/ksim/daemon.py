@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from . import apiserver, pki, util
+from . import apiserver, pki, podlog, util
 from .controllers import Controllers
 from .fixture import Fixture
 from .pgoperator import Operator, secret_name, cluster_users, SECRETS
@@ -81,6 +81,7 @@ def serve(d, args):
     op = Operator(api, ctl, pgm, cfg)
     fx = Fixture(args.fixture, ctl, op, pgm, net)
     register_admin(api, ctl, op, pgm, cfg, d)
+    podlog.install(api, pgm)
 
     stopping = threading.Event()
 

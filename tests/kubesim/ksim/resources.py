@@ -36,7 +36,7 @@ class Res:
 RESOURCES = [
     Res("", "v1", "namespaces", "Namespace", namespaced=False, short=["ns"], extra_sub=["finalize"]),
     Res("", "v1", "nodes", "Node", namespaced=False, short=["no"]),
-    Res("", "v1", "pods", "Pod", short=["po"], categories=["all"]),
+    Res("", "v1", "pods", "Pod", short=["po"], categories=["all"], extra_sub=["log"]),
     Res("", "v1", "secrets", "Secret", status=False),
     Res("", "v1", "services", "Service", short=["svc"], categories=["all"]),
     Res("", "v1", "configmaps", "ConfigMap", short=["cm"], status=False),
@@ -123,7 +123,7 @@ def resource_list(group, version):
                         "verbs": ["get", "patch", "update"]})
         for s in r.extra_sub:
             out.append({"name": r.plural + "/" + s, "singularName": "", "namespaced": r.namespaced,
-                        "kind": r.kind, "verbs": ["update"]})
+                        "kind": r.kind, "verbs": ["get"] if s == "log" else ["update"]})
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": "%s/%s" % (group, version) if group else version, "resources": out}
 
