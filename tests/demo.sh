@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/demo.sh — `make demo`: the sandbox (kubesim with the CSM fixture and its real PostgreSQL pods, a
 # real S3 server holding a fresh backup of every service, sshd nodes), the Spire database broken, then
-# `pgr run services/spire.lua --yes` restoring it from S3, and the data shown back. Everything is torn down.
+# `pgr run services/spire.lua --yes` restoring it from S3, and the data shown back; `pgr status spire`
+# before the break, after it and after the restore. Everything is torn down.
 . "$(dirname "$0")/e2e/lib.sh"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 [ -n "${NO_COLOR:-}" ] && say() { printf '\n== %s\n' "$*"; }
@@ -24,9 +25,13 @@ count() { sql spire-postgres spire "SELECT 'registered_entries: ' || (SELECT cou
   (SELECT CASE WHEN to_regclass('bundles') IS NULL THEN 'table missing' ELSE (SELECT count(*) FROM bundles)::text END)" 2>&1; }
 say "The Spire database now"
 count
-say "Breaking it: DELETE FROM selectors; DELETE FROM registered_entries; DROP TABLE bundles"
-sql spire-postgres spire "DELETE FROM selectors; DELETE FROM registered_entries; DROP TABLE bundles"
+say "pgr status spire"
+"$PGR" status spire
+say "Breaking it: DELETE FROM selectors; DELETE FROM registered_entries; DROP TABLE bundles; ALTER ROLE spire PASSWORD NULL"
+sql spire-postgres spire "DELETE FROM selectors; DELETE FROM registered_entries; DROP TABLE bundles; ALTER ROLE spire PASSWORD NULL"
 count
+say "pgr status spire (the lost rows are the data's business; the spire user that cannot log in is the cluster's)"
+"$PGR" status spire
 
 say "pgr plan services/spire.lua"
 "$PGR" plan services/spire.lua
@@ -39,5 +44,7 @@ echo "every user logs in with its secret: $(logins spire-postgres spire postgres
 echo "spire-server replicas: $(replicas statefulset spire-server spire); spire-postgres instances: $(instances spire-postgres spire)"
 echo "spire-agent restarted on: $(cd "$NODES" && ls systemctl.* 2>/dev/null | sed 's/systemctl\.//' | tr '\n' ' ')"
 echo "journal: $(newest_run)"
+say "pgr status spire"
+"$PGR" status spire
 say "Tearing the sandbox down"
 exit $rc
