@@ -763,9 +763,18 @@ function M.collect(name, opts)
     f.errors[#f.errors + 1] = { subject = "site", message = text_of(serr) }
     return done()
   end
+  -- where the time went, per part (seconds): what to look at when a status is slow
+  f.timings = {}
+  local lap = sys.now()
+  local function timed(part)
+    local t = sys.now()
+    f.timings[part] = math.floor((t - lap) * 1000 + 0.5) / 1000
+    lap = t
+  end
   -- pgr's runs need no cluster: read first, so they show even when the API does not answer
   if proc then
     M.collect_runs(f, proc, opts.state_dir or require("pgr.site").state_dir(site), opts)
+    timed("runs")
   end
   local k, kerr = opts.k8s, nil
   if not k then k, kerr = M.k8s(site, svc.namespace) end
@@ -777,15 +786,18 @@ function M.collect(name, opts)
   local saved_ns = k.namespace
   k.namespace = svc.namespace
   local ok, secrets, err = pcall(collect_k8s, f, k, svc)
+  timed("kubernetes")
   if ok and secrets then
     local pok, perr = pcall(collect_pg, f, svc, site, secrets)
     if not pok then f.errors[#f.errors + 1] = { subject = "PostgreSQL", message = text_of(perr) } end
     secrets = nil -- the passwords go with this table
+    timed("postgresql")
   else
     f.errors[#f.errors + 1] = { subject = "Kubernetes", message = text_of(ok and err or secrets) }
   end
   local bok, berr = pcall(collect_backups, f, svc, site, k, now)
   if not bok then f.errors[#f.errors + 1] = { subject = "backups", message = text_of(berr), severity = "warning" } end
+  timed("backups")
   k.namespace = saved_ns
   if not opts.k8s then k:close() end
   return done()

@@ -78,7 +78,7 @@ SERVICE:
   runs      [ {id, dir, running, pid, step, steps, step_name, error, interrupted, changed, resume,
                started} ]   (unfinished runs only; last_run: {id, status, finished})
   errors    [ {subject, message, severity} ]   facts that could not be read
-  time, elapsed
+  time, elapsed, timings {runs, kubernetes, postgresql, backups}: seconds each part took
 Passwords, tokens and keys never appear in the output.
 
 Examples:
