@@ -121,8 +121,12 @@ function M.run(argv)
   local resume_args = {}
   if opts.state_dir then resume_args[#resume_args + 1] = "--state-dir " .. opts.state_dir end
   if opts.site then resume_args[#resume_args + 1] = "--site " .. opts.site end
-  local report = status.report(names, { site = site, site_error = not site and serr or nil,
+  local ok, report = pcall(status.report, names, { site = site, site_error = not site and serr or nil,
     state_dir = opts.state_dir, timeout = timeout, args = args, resume_args = resume_args })
+  if not ok then
+    if tostring(report):find("interrupted!", 1, true) then return cli.EXIT.interrupted end
+    error(report, 0)
+  end
   if opts.json then
     print(require("pgr.json").encode(report))
   else
