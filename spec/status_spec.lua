@@ -125,6 +125,18 @@ describe("pgr.status.judge", function()
     assert.matches("warning: backups not checked: no S3 endpoint", messages(f))
   end)
 
+  it("does not judge replication it could not read: postgres's login failed", function()
+    local f = status.judge(healthy(function(f)
+      f.secrets[1].login, f.secrets[1].error = false, "auth_failed"
+      f.replication_unknown, f.replication_note = true, "postgres did not log in to the master"
+      for _, r in ipairs(f.replication) do r.streaming, r.state, r.reachable, r.in_recovery = nil, nil, false, nil end
+    end), NOW)
+    assert.are.equal("degraded", f.verdict)
+    assert.matches("user postgres cannot log in", messages(f))
+    assert.matches("warning: replication was not read: postgres did not log in to the master", messages(f))
+    assert.falsy(messages(f):find("not streaming", 1, true))
+  end)
+
   it("makes what could not be read unknown, ranked below down", function()
     local f = status.judge({ service = "vcs", errors = { { subject = "Kubernetes", message = "no kubeconfig" } } }, NOW)
     assert.are.equal("unknown", f.verdict)

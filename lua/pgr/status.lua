@@ -272,7 +272,7 @@ local function collect_k8s(f, k, svc)
     local dk = KIND[d[1]] or d[1]
     o, err = get(k, dk, d[2])
     if err then
-      f.errors[#f.errors + 1] = { subject = dk .. " " .. d[2], message = text_of(err) }
+      f.errors[#f.errors + 1] = { subject = dk .. " " .. d[2], message = text_of(err), severity = "warning" }
     else
       f.dependants[#f.dependants + 1] = workload_facts(dk, d[2], o)
     end
@@ -357,9 +357,10 @@ local function collect_pg(f, svc, site, secrets)
       if not c then replica_conns[w.replica.name .. "/error"] = e end
     end
   end
-  if master then
+  -- whether the master's PostgreSQL answers: known only when a login was tried
+  if master and #f.secrets > 0 and (reached or refused) then
     f.master_reachable = reached
-    if not reached and refused then f.master_error = text_of(refused) end
+    if not reached then f.master_error = text_of(refused) end
   end
 
   -- replication, as the master sees it, and each replica's own view
@@ -371,7 +372,8 @@ local function collect_pg(f, svc, site, secrets)
         streams[#streams + 1] = r
       end
     else
-      f.errors[#f.errors + 1] = { subject = "pg_stat_replication", message = text_of(err) }
+      f.errors[#f.errors + 1] = { subject = "pg_stat_replication", message = text_of(err), severity = "warning" }
+      f.replication_unknown, f.replication_note = true, "pg_stat_replication could not be read"
     end
     rows, err = master_conn:query("SELECT pg_is_in_recovery() AS r, current_setting('server_version') AS v")
     if rows and rows[1] then
@@ -413,7 +415,13 @@ local function collect_pg(f, svc, site, secrets)
     end
     f.replication[#f.replication + 1] = rep
   end
-  if master and not master_conn then f.replication_unknown = true end
+  if master and not master_conn and not f.replication_unknown then
+    f.replication_unknown, f.replication_note = true, "postgres did not log in to the master"
+  end
+  if f.replication_unknown then
+    -- without the master's view, a replica's own answer is all there is: no judgement of streaming
+    for _, r in ipairs(f.replication) do r.streaming = nil end
+  end
 end
 
 ------------------------------------------------------------------------------------------------------
@@ -653,7 +661,7 @@ function M.judge(f, now)
     end
   end
   if f.replication_unknown and f.master_reachable ~= false then
-    reason(f, "warning", "replication", "replication was not read: postgres cannot log in to the master")
+    reason(f, "warning", "replication", "replication was not read: %s", f.replication_note or "no connection to the master")
   end
   local c = f.client
   if c then

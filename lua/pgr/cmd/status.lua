@@ -59,8 +59,9 @@ SERVICE:
   reasons   [ {severity: "down"|"degraded"|"unknown"|"warning", subject, message} ]
   postgresql {found, instances, version, status}
   pods      [ {name, role ("master"|"replica"|null), phase, ready, restarts, node, ip, deleting} ]
-  master    name of the master pod; master_reachable (bool); master_error; server_version;
-            master_in_recovery (bool)
+  master    name of the master pod; master_reachable (bool; absent when no login was tried);
+            master_error; server_version; master_in_recovery (bool); replication_unknown (bool) and
+            replication_note: the master's pg_stat_replication could not be read
   replication [ {pod, ip, state ("streaming", ... or null: not in pg_stat_replication), streaming,
             sync_state, lag_bytes, lag_seconds, reachable (the replica's own PostgreSQL), in_recovery,
             receiver (pg_stat_wal_receiver.status), replay_age, error_class, error} ]
