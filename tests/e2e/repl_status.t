@@ -32,6 +32,14 @@ wait() {
   return 1
 }
 
+# wait_line NAME TEXT: until a whole line of the screen is TEXT
+wait_line() {
+  local i
+  for ((i = 0; i < 1200; i++)); do screen "$1" | grep -qxF -- "$2" && return 0; sleep 0.05; done
+  screen "$1" | tail -20 | sed 's/^/# | /'
+  return 1
+}
+
 PORT=$(sed -n 's/^export KUBESIM_SERVER=//p' "$SIM/env")
 term up "KUBECONFIG=$KUBECONFIG PGR_SITE=$PGR_SITE PGR_STATE_DIR=$STATE"
 wait up "help() lists the helpers"
@@ -57,7 +65,7 @@ line up 'spire:sql("select 1")'
 wait up "(1 row)"; ok $? ':sql("select 1") prints the rows as psql does'
 screen up | grep -A3 -F ' ?column? ' | grep -qE '^ +1 $'; ok $? "the value is there"
 line up 'spire:sql("select count(*) as n from selectors", "spire")[1].n'
-wait up "400"; ok $? ":sql(query, db) runs in that database and returns the rows"
+wait_line up "400"; ok $? ":sql(query, db) runs in that database and returns the rows"
 line up 'spire:sql("delete from selectors", "spire")'
 wait up "cannot execute DELETE in a read-only transaction"; ok $? ":sql is read-only"
 is "the rows are still there" "$(sql spire-postgres spire 'select count(*) from selectors')" 400
@@ -68,7 +76,7 @@ line up 'select(2, spire:logs("no-such-pod"))'
 wait up 'logs of pod spire/no-such-pod: pods "no-such-pod" not found'; ok $? "a pod that does not exist is named"
 
 line up 'spire:backups()[1].name'
-wait up "$(basename "$DUMP" .psql)"; screen up | grep -qx "$(basename "$DUMP" .psql)"; ok $? ":backups() lists the backups in S3"
+wait_line up "$(basename "$DUMP" .psql)"; ok $? ":backups() lists the backups in S3"
 line up 'spire:secrets()[1].data'
 wait up 'password = <redacted>, username = "postgres"'; ok $? ":secrets() shows the usernames, the passwords redacted"
 
@@ -84,7 +92,7 @@ ok $? "a helper fails with the reason (nil, err)"
 line none '"verdict: " .. service("spire"):status().verdict'
 wait none "verdict: unknown"; ok $? "the status is unknown, not an error"
 line none '6 * 7'
-wait none "42"; ok $? "the REPL stays up"
+wait_line none "42"; ok $? "the REPL stays up"
 
 # --- no password on any screen -------------------------------------------------------------------
 leaks=0
