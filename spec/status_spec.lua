@@ -60,6 +60,17 @@ describe("pgr.status.judge", function()
       messages(f))
   end)
 
+  it("names the standby password as the likely cause of a replica in recovery that does not stream", function()
+    local f = status.judge(healthy(function(f)
+      f.replication[2] = { pod = "spire-postgres-2", streaming = false, reachable = true, in_recovery = true }
+      f.secrets[3] = { user = "standby", secret = "standby.spire-postgres.credentials", found = true, username = "standby",
+                       login = false, error = "auth_failed" }
+    end), NOW)
+    assert.matches("replica spire%-postgres%-2 is not streaming from the master: it is in recovery but not in the master's "
+      .. "pg_stat_replication %(its WAL receiver: not running%); the standby user cannot log in with its secret's password",
+      messages(f))
+  end)
+
   it("names a replica too far behind, and one that is not in recovery", function()
     local f = status.judge(healthy(function(f)
       f.replication[1].lag_bytes = 64 * 1024 * 1024

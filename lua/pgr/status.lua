@@ -644,13 +644,28 @@ function M.judge(f, now)
     end
   end
   local max_lag = M.defaults.max_lag_bytes
+  -- a cause pgr can read: replicas connect to the master as standby, with the password of its secret
+  local standby_hint = ""
+  for _, s in ipairs(f.secrets or {}) do
+    if s.user == "standby" and s.login == false and s.error == "auth_failed" then
+      standby_hint = "; the standby user cannot log in with its secret's password, which replicas use to reach the master"
+    end
+  end
   for _, r in ipairs(f.replication or {}) do
     if f.master_reachable ~= false and not f.replication_unknown then
       if not r.streaming then
-        local why = r.state and ("its state is " .. r.state)
-          or (r.reachable == false and ("its PostgreSQL does not accept connections: " .. (r.error_class or "error")))
-          or "it is not in the master's pg_stat_replication"
-        reason(f, "degraded", r.pod, "replica %s is not streaming from the master: %s", r.pod, why)
+        local why
+        if r.state then
+          why = "its state is " .. r.state
+        elseif r.reachable == false then
+          why = "its PostgreSQL does not accept connections: " .. (r.error_class or "error")
+        elseif r.reachable and r.in_recovery then
+          why = ("it is in recovery but not in the master's pg_stat_replication (its WAL receiver: %s)")
+            :format(r.receiver or "not running")
+        else
+          why = "it is not in the master's pg_stat_replication"
+        end
+        reason(f, "degraded", r.pod, "replica %s is not streaming from the master: %s%s", r.pod, why, standby_hint)
       elseif r.lag_bytes and r.lag_bytes > max_lag then
         reason(f, "degraded", r.pod, "replica %s is %s behind the master (more than Patroni's maximum_lag_on_failover, %s)",
           r.pod, require("pgr.ui").bytes(r.lag_bytes), require("pgr.ui").bytes(max_lag))

@@ -32,6 +32,13 @@ wait() {
   return 1
 }
 
+# wait_re NAME REGEX: until the screen matches the extended regular expression
+wait_re() {
+  local i
+  for ((i = 0; i < 1200; i++)); do screen "$1" | grep -qE -- "$2" && return 0; sleep 0.05; done
+  screen "$1" | tail -20 | sed 's/^/# | /'
+  return 1
+}
 # wait_line NAME TEXT: until a whole line of the screen is TEXT
 wait_line() {
   local i
@@ -70,8 +77,10 @@ line up 'spire:sql("delete from selectors", "spire")'
 wait up "cannot execute DELETE in a read-only transaction"; ok $? ":sql is read-only"
 is "the rows are still there" "$(sql spire-postgres spire 'select count(*) from selectors')" 400
 
+# the master's log: its PostgreSQL server's (kubesim's pods/log), or Patroni's where the simulator runs it
+MASTER_LOG='database system is ready to accept connections|leader'
 line up 'spire:logs("master", 5)'
-wait up "database system is ready to accept connections"; ok $? ":logs(pod, n) shows the tail of the master's PostgreSQL log through the API"
+wait_re up "$MASTER_LOG"; ok $? ":logs(pod, n) shows the tail of the master's log through the API"
 line up 'select(2, spire:logs("no-such-pod"))'
 wait up 'logs of pod spire/no-such-pod: pods "no-such-pod" not found'; ok $? "a pod that does not exist is named"
 
@@ -106,7 +115,7 @@ is "no password appears on the screens" "$leaks" 0
 m=$(kubectl get pods -n spire -l cluster-name=spire-postgres,spilo-role=master -o jsonpath='{.items[0].metadata.name}')
 is "kubectl logs --tail=2 gives 2 lines of the master's PostgreSQL log" "$(kubectl logs -n spire "$m" --tail=2 | wc -l)" 2
 is "kubectl logs --limit-bytes=10 gives 10 bytes" "$(kubectl logs -n spire "$m" --limit-bytes=10 | wc -c)" 10
-kubectl logs -n spire "$m" | grep -q "database system is ready to accept connections"; ok $? "the whole log is the server's"
+kubectl logs -n spire "$m" | grep -qE "$MASTER_LOG"; ok $? "the whole log is the master's"
 kubectl logs -n spire no-such-pod >/dev/null 2>"$E2E/logs.err"
 grep -q 'pods "no-such-pod" not found' "$E2E/logs.err"; ok $? "a missing pod is a 404"
 is "a pod without a server has an empty log" "$(kubectl logs -n spire deploy/spire-jwks 2>/dev/null | wc -c)" 0

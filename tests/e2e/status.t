@@ -84,10 +84,12 @@ if [ "$SIMULATED" = yes ]; then
   wait_for instances_ready spire-postgres spire 2 || bail "no second spire pod"
   REPLICA=spire-postgres-1
 else
+  # a real standby restarted with a standby password its master does not know: it cannot stream
+  # (a killed server would be restarted by Patroni within seconds)
   REPLICA=$(kubectl get pods -n spire -l cluster-name=spire-postgres,spilo-role=replica -o jsonpath='{.items[0].metadata.name}')
-  ip=$(kubectl get pod "$REPLICA" -n spire -o jsonpath='{.status.podIP}')
-  pid=$(ss -Hltnp "src $ip:5432" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
-  [ -n "$pid" ] && kill -9 "$pid"
+  kubectl patch secret standby.spire-postgres.credentials -n spire --type=merge \
+    -p "{\"data\":{\"password\":\"$(head -c 18 /dev/urandom | base64 -w0)\"}}" >/dev/null
+  kubectl delete pod "$REPLICA" -n spire --wait=true >/dev/null
 fi
 replica_named() { status replica spire; [ "$RC" = 1 ] && grep -q "replica $REPLICA is not streaming from the master" "$OUT/replica.out"; }
 wait_for replica_named; ok $? "a replica that does not stream: spire is degraded (exit 1) and the reason names $REPLICA"

@@ -1,7 +1,8 @@
 # The pods/log subresource (`kubectl logs`) for the simulator's pods: a database pod whose PostgreSQL
 # server runs serves that server's log (DIR/pg/<ns>.<cluster>/postgres.log); every other pod has an
-# empty log (no container writes anything here). tailLines and limitBytes are honoured as the kubelet
-# does: the last N lines, then at most N bytes from the start of what is left.
+# empty log (no container writes anything here), unless another part of the simulator serves pod
+# output already (then that). tailLines and limitBytes are honoured as the kubelet does: the last N
+# lines, then at most N bytes from the start of what is left.
 import os
 
 from .controllers import PODS
@@ -24,19 +25,7 @@ def _tail(path):
     return data.decode("utf-8", "replace")
 
 
-def pod_log(store, pgm, ns, name, params):
-    """GET pods/NAME/log -> text, or None when the pod does not exist (404)."""
-    p = store.get(PODS, ns, name)
-    if p is None:
-        return None
-    labels = p["metadata"].get("labels") or {}
-    cluster = labels.get("cluster-name")
-    text = ""
-    if labels.get("application") == "spilo" and cluster:
-        key = "%s.%s" % (ns, cluster)
-        ip = (p.get("status") or {}).get("podIP")
-        if ip and pgm.running_ip(key) == ip:
-            text = _tail(os.path.join(pgm.cdir(key), "postgres.log"))
+def _limit(text, params):
     tail = params.get("tailLines")
     if tail is not None:
         try:
@@ -55,7 +44,30 @@ def pod_log(store, pgm, ns, name, params):
     return text
 
 
+def pod_log(store, pgm, ns, name, params):
+    """GET pods/NAME/log -> text, or None when the pod does not exist (404)."""
+    p = store.get(PODS, ns, name)
+    if p is None:
+        return None
+    labels = p["metadata"].get("labels") or {}
+    cluster = labels.get("cluster-name")
+    text = ""
+    if labels.get("application") == "spilo" and cluster:
+        key = "%s.%s" % (ns, cluster)
+        ip = (p.get("status") or {}).get("podIP")
+        if ip and pgm.running_ip(key) == ip:
+            text = _tail(os.path.join(pgm.cdir(key), "postgres.log"))
+    return _limit(text, params)
+
+
 def install(api, pgm):
-    """Serves pods/log unless another part of the simulator already does."""
-    if getattr(api, "pod_log", None) is None:
+    """Serves pods/log. Where another part of the simulator already serves the containers' output
+    (Patroni's lines of a spilo pod), that output is kept, with tailLines and limitBytes applied."""
+    prev = getattr(api, "pod_log", None)
+    if prev is None:
         api.pod_log = lambda ns, name, params: pod_log(api.store, pgm, ns, name, params)
+    else:
+        def chained(ns, name, params):
+            text = prev(ns, name, params)
+            return None if text is None else _limit(text, params)
+        api.pod_log = chained
