@@ -117,6 +117,26 @@ describe("pgr.status.judge", function()
     assert.matches("warning: pgr run spire is in progress %(pid 42%) at step 3/21", messages(f))
   end)
 
+  it("reads the cluster's lease: another machine's run in progress, or one that died holding it", function()
+    local lease = { name = "pgr-spire-postgres", holder = "root@ncn-m002 pid 4242 run R1", host = "ncn-m002", pid = 4242,
+                    run = "R1", command = "run", duration = 300, renewed_ago = 20, expired = false }
+    local f = status.judge(healthy(function(f) f.lease = lease end), NOW)
+    assert.are.equal("healthy", f.verdict)
+    assert.matches("warning: pgr run of root@ncn%-m002 pid 4242 run R1 holds the lease pgr%-spire%-postgres %(renewed 20 s ago%): "
+      .. "it is in progress", messages(f))
+    lease.expired, lease.renewed_ago = true, 900
+    f = status.judge(healthy(function(f) f.lease = lease end), NOW)
+    assert.are.equal("degraded", f.verdict)
+    assert.matches("pgr run of root@ncn%-m002 pid 4242 run R1 stopped without releasing the lease pgr%-spire%-postgres "
+      .. "%(last renewed 900 s ago%); continue it on ncn%-m002: pgr run spire %-%-resume", messages(f))
+    -- the run this state directory knows says it all already
+    f = status.judge(healthy(function(f)
+      f.lease = lease
+      f.runs = { { id = "R1", running = false, step = 2, steps = 21, step_name = "x", resume = "pgr run spire --resume" } }
+    end), NOW)
+    assert.falsy(messages(f):find("lease", 1, true))
+  end)
+
   it("warns of a backup older than its schedule says, incomplete or truncated, without changing the verdict", function()
     local f = status.judge(healthy(function(f)
       f.backups.newest.time = "2024-04-29T03:10:04Z"

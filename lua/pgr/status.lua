@@ -76,7 +76,9 @@ M.RESOURCES = {
   daemonset = resource("apps", "v1", "daemonsets", "DaemonSet"),
   job = resource("batch", "v1", "jobs", "Job"),
   cronjob = resource("batch", "v1", "cronjobs", "CronJob"),
+  lease = resource("coordination.k8s.io", "v1", "leases", "Lease"),
 }
+local collect_lease
 local KIND = { statefulset = "statefulset", statefulsets = "statefulset", sts = "statefulset",
                deployment = "deployment", deployments = "deployment", deploy = "deployment",
                daemonset = "daemonset", daemonsets = "daemonset", ds = "daemonset", job = "job", jobs = "job" }
@@ -220,6 +222,31 @@ local function find_cronjob(svc, items)
   end
 end
 
+-- The cluster-side lock (pgr.lease): the Lease pgr-<cluster> a pgr run, drill or backup holds, from
+-- any machine. Who holds it, since when, and whether it has expired (or, on this host, died).
+collect_lease = function(f, k, svc)
+  local lease = require "pgr.lease"
+  local o, err = get(k, "lease", lease.name(svc.cluster))
+  if err then
+    f.errors[#f.errors + 1] = { subject = "lease " .. lease.name(svc.cluster), message = text_of(err), severity = "warning" }
+    return
+  end
+  local id = o and field(o, "spec", "holderIdentity")
+  if not id or id == "" then return end
+  local h = lease.parse_identity(id) or { identity = id }
+  local renewed = lease.parse_time(field(o, "spec", "renewTime") or field(o, "spec", "acquireTime"))
+  local duration = field(o, "spec", "leaseDurationSeconds") or lease.DEFAULT_SECONDS
+  local now = sys.time()
+  local l = { name = lease.name(svc.cluster), holder = id, user = h.user, host = h.host, pid = h.pid, run = h.run,
+              command = field(o, "metadata", "annotations", lease.ANNOTATION_COMMAND), duration = duration,
+              renewed = renewed and cron.iso(renewed) or nil,
+              renewed_ago = renewed and math.max(0, math.floor(now - renewed)) or nil }
+  l.expired = renewed ~= nil and now - renewed > duration
+  -- on the holder's own host, a dead process is known at once
+  if h.host and h.pid and h.host == lease.whoami().host then l.alive = sys.pid_alive(h.pid) end
+  f.lease = l
+end
+
 local function collect_k8s(f, k, svc)
   local err
   local pgo
@@ -292,6 +319,7 @@ local function collect_k8s(f, k, svc)
   else
     f.errors[#f.errors + 1] = { subject = "cronjobs", message = text_of(err), severity = "warning" }
   end
+  collect_lease(f, k, svc)
   return secrets
 end
 
@@ -709,6 +737,22 @@ function M.judge(f, now)
         r.error and (": " .. r.error) or "", r.resume)
     end
   end
+  local l = f.lease
+  if l and l.holder then
+    local known = false
+    for _, r in ipairs(f.runs or {}) do if r.id == l.run then known = true end end
+    local what = ("pgr %s of %s"):format(l.command or "?", l.holder)
+    local ago = l.renewed_ago and (" %d s ago"):format(l.renewed_ago) or ""
+    if l.expired or l.alive == false then
+      if not known then
+        reason(f, l.command == "run" and "degraded" or "warning", "lease",
+          "%s stopped without releasing the lease %s (last renewed%s)%s", what, l.name, ago,
+          l.command == "run" and ("; continue it on %s: pgr run %s --resume"):format(l.host or "its host", f.service) or "")
+      end
+    elseif not known then
+      reason(f, "warning", "lease", "%s holds the lease %s (renewed%s): it is in progress", what, l.name, ago)
+    end
+  end
   local bk = f.backups
   if bk then
     if bk.checked == false then
@@ -1008,7 +1052,13 @@ local function service_lines(f, lines)
       r.step and (" at step %d/%d: %s"):format(r.step, r.steps or 0, r.step_name or "?") or ""))
     if not r.running then row("", "continue with: " .. r.resume) end
   end
-  if #(f.runs or {}) == 0 and f.last_run then
+  local l = f.lease
+  if l and l.holder then
+    row(#(f.runs or {}) == 0 and "runs" or "", ("lease %s held by %s (pgr %s), renewed %s%s"):format(l.name, l.holder,
+      l.command or "?", l.renewed_ago and (l.renewed_ago .. " s ago") or "?",
+      (l.expired and ", expired") or (l.alive == false and ", its process is gone") or ""))
+  end
+  if #(f.runs or {}) == 0 and not (l and l.holder) and f.last_run then
     row("runs", ("last %s: %s%s"):format(f.last_run.id, tostring(f.last_run.status),
       f.last_run.finished and (" at " .. f.last_run.finished) or ""))
   end

@@ -171,6 +171,26 @@ is "--json: vcs's service_account login failed, auth_failed" \
    "$(jqs all2json '.services[2].secrets[] | select(.user == "service_account") | "\(.login) \(.error)"')" "false auth_failed"
 is "--json: cray-sls desired/ready" "$(jqs all2json '.services[4].client | "\(.desired)/\(.ready)"')" "0/0"
 
+# --- another machine's run that died holding the cluster's lease ---------------------------------
+kubectl apply -f - >/dev/null <<EOF || bail "lease"
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: pgr-cray-smd-postgres
+  namespace: services
+  annotations: { pgr/command: run }
+spec:
+  holderIdentity: root@ncn-m002 pid 4242 run services_cray-smd-postgres-20240101T000000.000-4242
+  leaseDurationSeconds: 300
+  renewTime: "$(date -u -d '-10 min' +%Y-%m-%dT%H:%M:%S.000000Z)"
+EOF
+status lease hsm
+is "a run that died on another machine holding the lease: hsm is degraded" "$RC" 1
+grep -qF "pgr run of root@ncn-m002 pid 4242 run services_cray-smd-postgres-20240101T000000.000-4242 stopped without releasing the lease pgr-cray-smd-postgres (last renewed " "$OUT/lease.out" &&
+  grep -qF "; continue it on ncn-m002: pgr run hsm --resume" "$OUT/lease.out"
+ok $? "the reason names the holder, the lease and where to resume"
+[ "$RC" = 1 ] || show lease
+
 # --- bad usage: exit 2, but nothing on stdout ----------------------------------------------------
 status usage --no-such-flag
 is "a bad command line exits 2" "$RC" 2

@@ -27,14 +27,16 @@ For each service:
                complete (its .manifest, and pg_dumpall's completion trailer read from the object's
                tail); pgr's own newest backup (pgr/ prefix); the backup CronJob and its schedule
   runs         a pgr run of the service in progress (pid, step) or stopped half-way, with the exact
-               --resume command; else the last run
+               --resume command; else the last run. And the cluster's lease (pgr-CLUSTER): a pgr
+               run, drill or backup holding it from any machine, or one that died holding it
 
 The verdict of a service:
   healthy    everything above as it should be (warnings may still be listed with "!")
   degraded   it serves, but something needs attention: a replica not streaming or too far behind
              (more than 32 MiB, Patroni's maximum_lag_on_failover), a pod not Ready, a user whose
              secret's password does not log in, a missing secret, the client or a dependant short
-             of ready pods, a pgr run stopped half-way, the operator's status not Running
+             of ready pods, a pgr run stopped half-way (here, or another machine's whose lease
+             expired), the operator's status not Running
   down       it does not serve: no postgresql object, no master, the master's PostgreSQL refusing
              connections, the client scaled to 0, not found or with no ready pod
   unknown    the facts could not be read (no kubeconfig, the API unreachable, a service that did not
@@ -42,7 +44,7 @@ The verdict of a service:
 Warnings (listed with "!", the verdict unchanged): backups not checked (S3 not configured or not
 reachable), no nightly backup, the newest incomplete or truncated, older than its CronJob's schedule
 says (the last scheduled time more than an hour ago, in UTC), the CronJob suspended or not found; a
-pgr run in progress.
+pgr run, drill or backup in progress (here, or holding the lease from another machine).
 
 Exit codes (the worst verdict of the services shown; Nagios' convention):
   0 healthy   1 degraded   2 down   3 unknown
@@ -78,6 +80,9 @@ SERVICE:
              cronjob: {name, schedule, time_zone, suspend, last_schedule, last_success}, due}
   runs      [ {id, dir, running, pid, step, steps, step_name, error, interrupted, changed, resume,
                started} ]   (unfinished runs only; last_run: {id, status, finished})
+  lease     {name, holder, user, host, pid, run, command, duration, renewed, renewed_ago, expired,
+             alive (on the holder's host only)}: the Lease pgr-CLUSTER a pgr run, drill or backup
+             holds, from whichever machine
   errors    [ {subject, message, severity} ]   facts that could not be read
   time, elapsed, timings {runs, kubernetes, postgresql, backups}: seconds each part took
 Passwords, tokens and keys never appear in the output.
