@@ -124,7 +124,7 @@ def csm_objects():
         job(sv, "keycloak-users-localize", {"app.kubernetes.io/instance": "cray-keycloak-users-localize",
                                             "app.kubernetes.io/name": "keycloak-users-localize"},
             "cray-keycloak-setup:4.2.0", ["/app/keycloak_localize.py"]),
-        cronjob(sv, "keycloak-postgresql-db-backup", "keycloak-postgres"),
+        cronjob(sv, "cray-keycloak-postgresql-db-backup", "keycloak-postgres"),
     ]
     for suffix in ("customer-access-ingress", "customer-high-speed-ingress", "customer-management-ingress"):
         name = "cray-oauth2-proxies-" + suffix
