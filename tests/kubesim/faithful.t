@@ -149,6 +149,9 @@ loop "PostgresClusterStatus Running after the patch (runbook loop)" eval 'while 
             done'
 check "wait for 3 ready spilo pods" kubectl wait pod -l "application=spilo,cluster-name=${POSTGRESQL}" -n "${NAMESPACE}" --for=condition=Ready --timeout=60s
 loop "three spilo pods" eval 'until [ "$(kubectl get pods -l application=spilo,cluster-name=spire-postgres -n spire -o name | wc -l)" = 3 ]; do sleep 2; done'
+# Ready says little (no readiness probe): the replicas were made by pg_basebackup as standby with the
+# secret's password (the manifest's, which the dump gave the role) and stream from the master
+loop "both new replicas stream from the master (pg_stat_replication)" eval 'until [ "$(sql spire-postgres spire postgres postgres "select count(*) from pg_stat_replication where state = '"'streaming'"'")" = 2 ]; do sleep 2; done'
 check "scale statefulset spire-server to 3" kubectl scale statefulset "${CLIENT}" -n "${NAMESPACE}" --replicas=3
 loop "three spire-server pods (runbook loop)" eval 'while [ $(kubectl get pods -n "${NAMESPACE}" -l "app.kubernetes.io/name=${CLIENT}" | grep -cv NAME) != 3 ]
             do
@@ -164,7 +167,15 @@ case $out in *"password authentication failed"*) ok 0 "a wrong password fails fo
 
 # ------------------------------------------------------------------ HSM
 "$KS" backup "$SIM" cray-smd-postgres "$T" >"$T/backup.out" 2>&1
-DUMPFILE=$(sed -n 1p "$T/backup.out"); MANIFEST=$(sed -n 2p "$T/backup.out")
+DUMPFILE=$(sed -n 1p "$T/backup.out")
+# The HSM page's hand-made manifest: `kubectl get secret -o yaml A B ...` (a `kind: List`) with uid,
+# resourceVersion and creationTimestamp stripped; kubectl apply -f of a List fetches /openapi/v2.
+MANIFEST=$T/cray-smd-postgres.list.manifest
+kubectl get secret -n services postgres.cray-smd-postgres.credentials service-account.cray-smd-postgres.credentials \
+    hmsdsuser.cray-smd-postgres.credentials standby.cray-smd-postgres.credentials -o yaml |
+    grep -v -e '^    uid:' -e 'resourceVersion:' -e '^    creationTimestamp:' >"$MANIFEST"
+is "the hand-made HSM manifest is a kind: List of 4 secrets" \
+   "$(grep -c '^  kind: Secret$' "$MANIFEST") $(grep '^kind:' "$MANIFEST")" "4 kind: List"
 OLD_HMS_PW=$(secret_pw hmsdsuser.cray-smd-postgres.credentials services)
 NAMESPACE=services
 POSTGRESQL=cray-smd-postgres
@@ -199,7 +210,7 @@ loop "HSM spilo pods terminate" eval 'while kubectl get pods -l "application=spi
 loop "the operator has removed the HSM secrets" eval 'until [ -z "$(kubectl get secret -n services -o name | grep cray-smd-postgres)" ]; do sleep 2; done'
 # Secrets first: the operator adopts existing credentials secrets, so the new cluster's passwords are the
 # backed-up ones and the dump's ALTER ROLE statements change nothing under the restoring session.
-check "apply -f the HSM manifest before re-creating the cluster" kubectl apply -f "$MANIFEST"
+check "apply -f the HSM manifest (kind: List) before re-creating the cluster" kubectl apply -f "$MANIFEST"
 check "create -f the HSM postgresql (3 instances)" kubectl create -f postgres-cr.json
 check "wait for PostgresClusterStatus Running (kubectl wait --for=jsonpath)" kubectl wait postgresql "${POSTGRESQL}" -n "${NAMESPACE}" --for=jsonpath='{.status.PostgresClusterStatus}'=Running --timeout=120s
 is "three spilo pods" "$(kubectl get pods -l "application=spilo,cluster-name=${POSTGRESQL}" -n "${NAMESPACE}" -o name | wc -l)" "3"
@@ -211,7 +222,7 @@ grep -q 'FATAL\|not connected' "$T/restore.out"; is "the HSM restore ran to the 
 check "DELETE FROM comp_eth_interfaces" sql cray-smd-postgres services postgres hmsds 'DELETE FROM comp_eth_interfaces'
 check "delete the four HSM secrets" kubectl delete secret postgres.cray-smd-postgres.credentials service-account.cray-smd-postgres.credentials \
     hmsdsuser.cray-smd-postgres.credentials standby.cray-smd-postgres.credentials -n services
-check "apply -f the HSM manifest" kubectl apply -f "$MANIFEST"
+check "apply -f the HSM manifest (kind: List)" kubectl apply -f "$MANIFEST"
 check "delete all three postgres pods" kubectl delete pod -n services cray-smd-postgres-0 cray-smd-postgres-1 cray-smd-postgres-2
 loop "spilo pods back and Ready" eval 'until [ "$(kubectl get pods -l application=spilo,cluster-name=cray-smd-postgres -n services -o jsonpath="{range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\n\"}{end}" | grep -c True)" = 3 ]; do sleep 2; done'
 check "PostgresClusterStatus Running" kubectl wait postgresql "${POSTGRESQL}" -n services --for=jsonpath='{.status.PostgresClusterStatus}'=Running --timeout=60s

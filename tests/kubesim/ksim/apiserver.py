@@ -249,6 +249,16 @@ class Handler(BaseHTTPRequestHandler):
                                         "gitCommit": "0000000000000000000000000000000000000000",
                                         "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
                                         "goVersion": "go1.23.6", "compiler": "gc", "platform": "linux/amd64"})
+        if path == "/openapi/v2":
+            if "protobuf" in (self.headers.get("Accept") or ""):
+                data = openapi.v2_protobuf()
+                self.send_response(200)
+                self.send_header("Content-Type", openapi.V2_PROTOBUF)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            return self.send_json(200, openapi.v2_json())
         if path == "/openapi/v3":
             return self.send_json(200, openapi.root())
         if path.startswith("/openapi/v3/"):

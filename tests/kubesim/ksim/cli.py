@@ -53,6 +53,8 @@ def cmd_up(a):
         args += ["--timing", t]
     for x in a.admin or []:
         args += ["--admin", x]
+    for x in a.operator or []:
+        args += ["--operator", x]
     log = open(os.path.join(d, "kubesim.log"), "ab")
     p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True, close_fds=True)
@@ -306,6 +308,8 @@ def main(argv=None):
     p.add_argument("--net", help="127.N: the loopback /16 for pod IPs (default: a free one)")
     p.add_argument("--timing", action="append", help="name=seconds (pod_start, pod_ready, job_duration, grace, ...)")
     p.add_argument("--admin", action="append", help="admin JSON applied before the fixture (faults at start)")
+    p.add_argument("--operator", action="append", metavar="KEY=VALUE",
+                   help="a key of the operator's ConfigMap postgres-operator (enable_readiness_probe=true, ...)")
     p.add_argument("--timeout", type=float, default=120)
     p.set_defaults(fn=cmd_up)
     p = sub.add_parser("down", help="stop everything and remove what up created")
@@ -351,6 +355,7 @@ def main(argv=None):
     p.add_argument("--net")
     p.add_argument("--timing", action="append")
     p.add_argument("--admin", action="append")
+    p.add_argument("--operator", action="append")
     p.set_defaults(fn=lambda a: __import__("ksim.daemon", fromlist=["serve"]).serve(a.dir, a))
     a = ap.parse_args(argv)
     return a.fn(a) or 0

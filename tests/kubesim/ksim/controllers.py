@@ -315,6 +315,15 @@ class Controllers:
             if phase == "Pending":
                 if now - st["sched"] < self.timing(p, "pod_start"):
                     continue
+                env, missing = self.resolve_env(p)
+                if missing:
+                    # as the kubelet: the container cannot be created until the secret exists (retried)
+                    if not st.get("config_error"):
+                        st["config_error"] = missing
+                        util.log("kubelet: pod %s/%s: %s" % (ns, name, missing))
+                        self.store.mutate(PODS, ns, name, lambda x, m=missing: self._config_error(x, m))
+                    continue
+                st["env"] = env
                 ip = self.new_ip()
                 node = self.store.peek(NODES, "", spec["nodeName"])
                 hostip = (node or {}).get("status", {}).get("addresses", [{}])[0].get("address", "")
@@ -374,6 +383,41 @@ class Controllers:
         for uid in list(self.kubelet):
             if uid not in live:
                 del self.kubelet[uid]
+
+    def resolve_env(self, pod):
+        """The containers' environment as the kubelet resolves it at container start: values, and
+        valueFrom.secretKeyRef read from the Secret now (later changes to the Secret do not reach a
+        running container). Returns ({container: {NAME: value}}, None) | (None, "secret ... not found")."""
+        out = {}
+        ns = pod["metadata"]["namespace"]
+        for c in pod.get("spec", {}).get("containers") or []:
+            env = out.setdefault(c["name"], {})
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref is None:
+                    if "value" in e:
+                        env[e["name"]] = e["value"]
+                    continue
+                sec = self.store.peek(("", "secrets"), ns, ref.get("name", ""))
+                data = (sec or {}).get("data") or {}
+                if ref.get("key") not in data:
+                    if ref.get("optional"):
+                        continue
+                    if sec is None:
+                        return None, 'secret "%s" not found' % ref.get("name")
+                    return None, "couldn't find key %s in Secret %s/%s" % (ref.get("key"), ns, ref.get("name"))
+                import base64
+                env[e["name"]] = base64.b64decode(data[ref["key"]]).decode(errors="replace")
+        return out, None
+
+    def container_env(self, pod):
+        """The environment pod's containers were started with ({} before they start)."""
+        return (self.kubelet.get(pod["metadata"]["uid"]) or {}).get("env") or {}
+
+    @staticmethod
+    def _config_error(x, message):
+        for cs in x.get("status", {}).get("containerStatuses") or []:
+            cs["state"] = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
 
     def _terminated(self, x, code):
         s = x["status"]

@@ -16,7 +16,8 @@ from .pgoperator import Operator, secret_name, cluster_users, SECRETS
 from .pgmanager import PgManager
 
 DEFAULT_TIMINGS = {"pod_start": 0.3, "pod_ready": 0.2, "job_duration": 1.0, "grace": 0.2,
-                   "operator_delay": 0.1, "create_timeout": 120.0, "bookmark_interval": 5.0, "tick": 0.05}
+                   "operator_delay": 0.1, "create_timeout": 120.0, "bookmark_interval": 5.0, "tick": 0.05,
+                   "patroni_loop": 2.0}
 TIMING_ENV = {k: "KUBESIM_" + k.upper() for k in DEFAULT_TIMINGS}
 
 
@@ -109,10 +110,17 @@ def serve(d, args):
     try:
         t0 = time.time()
         fx.create_base()
+        from . import opconfig
+        overrides = dict(kv.split("=", 1) for kv in getattr(args, "operator", None) or [])
+        opconfig.install(ctl, args.fixture, overrides)
         ctl.start()
         fx.create()
         fx.wait_ready(float(os.environ.get("KUBESIM_UP_TIMEOUT", "90")))
         fx.load()
+        # replicas have replayed the fixture's data before `up` returns (a backup may read one)
+        deadline = time.time() + 60
+        while time.time() < deadline and not all(w.patroni_sim.caught_up() for w in list(op.workers.values())):
+            time.sleep(0.1)
         util.log("fixture %s ready in %.1fs" % (args.fixture, time.time() - t0))
         with open(os.path.join(d, "ready"), "w") as f:
             f.write("ok\n")
@@ -212,7 +220,8 @@ def register_admin(api, ctl, op, pgm, cfg, d):
 
     def resync(r):
         ns, name = find_cluster(r["cluster"], r.get("namespace"))
-        return {"ok": op.resync(ns, name)}
+        res = op.resync(ns, name)
+        return dict(res or {"ok": False, "message": "the sync did not run within 20 s"})
     ops["sync"] = resync
 
     def find_cluster(name, ns=None):
@@ -230,10 +239,13 @@ def register_admin(api, ctl, op, pgm, cfg, d):
             if s:
                 secrets.append(s)
         pw = w._password("postgres")
+        # members: every pod's server as the leader sees it (replicas: ip, streaming, lag_bytes)
+        members = w.patroni_sim.replication()
         return {"namespace": ns, "name": name, "master_pod": w.leader_name, "host": pgm.running_ip(w.key),
-                "port": 5432, "socket_dir": pgm.sockdir(w.key), "data_dir": os.path.join(pgm.cdir(w.key), "data"),
+                "port": 5432, "socket_dir": pgm.sockdir(w.key), "data_dir": pgm.datadir(w.key),
                 "postgres_password": pw, "secrets": secrets, "uid": w.uid,
-                "users": list((w.spec.get("users") or {}).keys())}
+                "users": list((w.spec.get("users") or {}).keys()), "members": members,
+                "replicas": [m for m in members if m["role"] != "master"]}
     ops["cluster"] = cluster
 
     def state(r):

@@ -51,3 +51,26 @@ def lookup(path):
         if _gv_path(g, v) == path:
             return gv_doc(g, v)
     return None
+
+
+# OpenAPI v2 (/openapi/v2): kubectl fetches it, as a protobuf gnostic openapi_v2.Document, to validate
+# a `kind: List` on the client side (single objects are validated by the server: fieldValidation). The
+# document kubesim serves declares swagger 2.0 and no definitions; kubectl then finds no schema for the
+# List's items and skips their client-side validation, as it does for kinds a server does not describe.
+# (the Accept header kubectl sends has an "@", which is not a valid media type in a reply)
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+
+def _pb_string(field, s):
+    b = s.encode()
+    return bytes([(field << 3) | 2, len(b)]) + b
+
+
+def v2_protobuf():
+    info = _pb_string(1, "Kubernetes") + _pb_string(2, "v1.32.4")
+    return _pb_string(1, "2.0") + bytes([(2 << 3) | 2, len(info)]) + info
+
+
+def v2_json():
+    return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.4"}, "paths": {},
+            "definitions": {}}

@@ -8,14 +8,14 @@ import threading
 import time
 
 from . import spilo, util
-from .controllers import PODS, PVCS, STS, pod_ready
+from .controllers import PODS, PVCS, STS
+from .patroni import Patroni, pod_log
 
 PGS = ("acid.zalan.do", "postgresqls")
 SECRETS = ("", "secrets")
 SERVICES = ("", "services")
 ENDPOINTS = ("", "endpoints")
 PDBS = ("policy", "poddisruptionbudgets")
-ANNOTATION = "kubesim.pgr/postgres"
 
 
 def secret_name(user, cluster):
@@ -55,6 +55,8 @@ class Operator:
         self.lock = threading.Lock()
         self.fail_rules = []       # admin: [{"match": regex, "status": "CreateFailed"}]
         self.stopping = False
+        self.logs = {}             # pod uid -> its container's log lines (pods/log)
+        api.pod_log = lambda ns, name, q: pod_log(self, self.store, ns, name, q)
         ctl.extra.append(self.reconcile)
         gate, term = ctl.ready_gate, ctl.on_terminate
         ctl.ready_gate = lambda p: self.ready_gate(p) if self._spilo(p) else gate(p)
@@ -73,18 +75,27 @@ class Operator:
         labels = p["metadata"].get("labels") or {}
         return self.workers.get((p["metadata"]["namespace"], labels.get("cluster-name")))
 
+    def config(self):
+        """The operator's settings (enable_readiness_probe, enable_persistent_volume_claim_deletion, ...)."""
+        from . import opconfig
+        return opconfig.read(self.store)
+
     def ready_gate(self, p):
+        # enable_readiness_probe (off by default, as in the operator): without the probe a pod is Ready
+        # once its container started, before PostgreSQL accepts connections; with it (Patroni's
+        # /readiness), once the pod's own server runs as the leader or as a replica.
+        if not self.config()["enable_readiness_probe"]:
+            return True
         w = self._worker_for_pod(p)
-        # The master is ready once its server accepts connections; a replica once a master runs
-        # (it would be streaming from it).
-        return w is not None and w.leader_uid is not None and w.pg_up
+        return w is not None and w.patroni_sim.ready(p["metadata"]["uid"])
 
     def on_terminate(self, p):
+        # A terminating spilo pod goes once Patroni has stopped its server (and handed the lock over).
         w = self._worker_for_pod(p)
         if w is None:
             return True
         w.wake.set()
-        return w.leader_uid != p["metadata"]["uid"]
+        return w.patroni_sim.gone(p["metadata"]["uid"])
 
     def fail_for(self, ns, name):
         for r in self.fail_rules:
@@ -113,12 +124,13 @@ class Operator:
         w = self.workers.get((ns, name))
         if w is None:
             raise KeyError("%s/%s" % (ns, name))
+        w.last_sync = None
         w.resync_requested = True
         w.wake.set()
         deadline = time.time() + 20
         while w.resync_requested and time.time() < deadline:
             time.sleep(0.05)
-        return not w.resync_requested
+        return w.last_sync
 
 
 class Cluster(threading.Thread):
@@ -138,6 +150,11 @@ class Cluster(threading.Thread):
         self.created_at = time.time()
         self.resync_requested = False
         self.error = None
+        self.patroni_sim = Patroni(self)
+        self.mem_pw = {}                 # the passwords the operator holds in memory (from the secrets)
+        self.next_sync = None            # when the periodic Sync runs next (resync/repair period)
+        self.create_login_failed = False
+        self.last_sync = None
 
     # -------------------------------------------------------------- loop
     def run(self):
@@ -183,30 +200,45 @@ class Cluster(threading.Thread):
             phase = "Creating"
             time.sleep(self.op.cfg.get("operator_delay", 0.2))
         gen = pg["metadata"].get("generation")
-        if self.synced_gen != gen or self.resync_requested:
+        if self.synced_gen != gen:
             first = self.synced_gen is None
-            if not first and phase == "Running":
+            if not first and phase != "Creating":
+                # an Update (spec change): Updating, then Running when it is done, whatever came before
                 self.set_status("Updating")
                 phase = "Updating"
-            self.sync(pg, full=first or self.resync_requested)
+            self.sync(pg, full=first)
             self.synced_gen = gen
-            if self.resync_requested:
-                self.resync_roles()
-                self.resync_requested = False
             if not first and phase == "Updating":
                 time.sleep(self.op.cfg.get("operator_delay", 0.2))
                 self.set_status("Running")
                 phase = "Running"
         self.patroni()
-        if phase in ("Creating", "CreateFailed", "SyncFailed", "UpdateFailed", "Invalid"):
-            pods = self.pods()
+        from . import opsync
+        if phase in ("Creating", "CreateFailed", "UpdateFailed", "Invalid") and not self.create_login_failed:
             want = self.spec.get("numberOfInstances", 1)
-            ready = [p for p in pods if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
-            if self.pg_up and len(ready) >= want:
-                self.set_status("Running")
+            # the operator's create waits until Patroni has labelled every pod master or replica, then
+            # creates the roles logged in as postgres over TLS with the password it holds
+            if self.pg_up and self.patroni_sim.roles_ready(want):
+                ok, msg, _ = opsync.sync_roles(self)
+                cfg = self.op.config()
+                if ok:
+                    self.set_status("Running")
+                    self.next_sync = time.time() + cfg["resync_period"]
+                else:
+                    util.log("operator: %s could not create users: %s" % (self.key, msg))
+                    self.create_login_failed = True
+                    self.next_sync = time.time() + min(cfg["repair_period"], cfg["resync_period"])
+                    self.set_status("CreateFailed")
             elif phase == "Creating" and time.time() - self.created_at > self.op.cfg.get("create_timeout", 120):
                 self.set_status("CreateFailed")
+        if self.resync_requested or (self.next_sync is not None and time.time() >= self.next_sync):
+            opsync.periodic(self)
+            self.resync_requested = False
         return False
+
+    def phase(self):
+        pg = self.op.store.peek(PGS, self.ns, self.name)
+        return ((pg or {}).get("status") or {}).get("PostgresClusterStatus")
 
     def set_status(self, phase):
         def fn(o):
@@ -235,7 +267,10 @@ class Cluster(threading.Thread):
         team = spec.get("teamId", "")
         if full:
             for user in cluster_users(spec):
-                pw = "".join(pysecrets.choice(string.ascii_letters + string.digits) for _ in range(64))
+                # an existing secret is adopted (its password is the one the operator holds)
+                pw = self._password(user) or \
+                    "".join(pysecrets.choice(string.ascii_letters + string.digits) for _ in range(64))
+                self.mem_pw[user] = pw
                 self.create(SECRETS, {"metadata": {"name": secret_name(user, name), "labels": dict(labels)},
                                       "type": "Opaque", "data": {"username": b64(user), "password": b64(pw)}})
             self.create(ENDPOINTS, {"metadata": {"name": name, "labels": dict(labels, **{"spilo-role": "master"})},
@@ -270,7 +305,13 @@ class Cluster(threading.Thread):
                                                                          {"containerPort": 5432, "protocol": "TCP"},
                                                                          {"containerPort": 8080, "protocol": "TCP"}],
                                                                "env": [{"name": "SCOPE", "value": name},
-                                                                       {"name": "PGROOT", "value": "/home/postgres/pgdata/pgroot"}],
+                                                                       {"name": "PGROOT", "value": "/home/postgres/pgdata/pgroot"},
+                                                                       {"name": "PGUSER_SUPERUSER", "value": "postgres"},
+                                                                       {"name": "PGPASSWORD_SUPERUSER", "valueFrom": {"secretKeyRef": {
+                                                                           "name": secret_name("postgres", name), "key": "password"}}},
+                                                                       {"name": "PGUSER_STANDBY", "value": "standby"},
+                                                                       {"name": "PGPASSWORD_STANDBY", "valueFrom": {"secretKeyRef": {
+                                                                           "name": secret_name("standby", name), "key": "password"}}}],
                                                                "volumeMounts": [{"name": "pgdata",
                                                                                  "mountPath": "/home/postgres/pgdata"}]}]}},
                          "volumeClaimTemplates": [{"metadata": {"name": "pgdata"},
@@ -284,53 +325,7 @@ class Cluster(threading.Thread):
 
     # -------------------------------------------------------------- Patroni
     def patroni(self):
-        pgm = self.op.pgm
-        pods = self.pods()
-        byuid = {p["metadata"]["uid"]: p for p in pods}
-        leader = byuid.get(self.leader_uid)
-        if self.leader_uid and (leader is None or leader["metadata"].get("deletionTimestamp")
-                                or leader.get("status", {}).get("phase") != "Running"):
-            util.log("patroni: %s leader %s is going away" % (self.key, self.leader_name))
-            pgm.stop(self.key)
-            self.pg_up = False
-            self.leader_uid = self.leader_name = None
-            self.set_endpoint(None)
-        candidates = [p for p in pods if p.get("status", {}).get("phase") == "Running"
-                      and not p["metadata"].get("deletionTimestamp") and p.get("status", {}).get("podIP")]
-        if self.leader_uid is None and candidates:
-            p = candidates[0]
-            ip = p["status"]["podIP"]
-            fresh = pgm.ensure_data(self.key)
-            pgm.start(self.key, ip, settings=self.pg_settings())
-            if fresh or not self.bootstrapped():
-                self.spilo_bootstrap()
-                self.bootstrap()
-            self.leader_uid, self.leader_name = p["metadata"]["uid"], p["metadata"]["name"]
-            self.pg_up = True
-            self.set_endpoint(ip)
-            util.log("patroni: %s master is %s (%s)" % (self.key, self.leader_name, ip))
-        elif self.leader_uid and not pgm.running_ip(self.key):
-            # The server died under us (killed by a test): restart it on the same pod.
-            util.log("patroni: %s server not running, restarting" % self.key)
-            self.pg_up = False
-            pgm.start(self.key, leader["status"]["podIP"], settings=self.pg_settings())
-            self.pg_up = True
-        for p in pods:
-            if p["metadata"].get("deletionTimestamp") or p.get("status", {}).get("phase") != "Running":
-                continue
-            is_leader = p["metadata"]["uid"] == self.leader_uid
-            role = "master" if is_leader else "replica"
-            note = ("real PostgreSQL server on %s:5432" % p["status"]["podIP"] if is_leader else
-                    "simulated replica: no server process; it serves nothing and holds no data")
-
-            def fn(o, role=role, note=note):
-                lab = o["metadata"].setdefault("labels", {})
-                ann = o["metadata"].setdefault("annotations", {})
-                if lab.get("spilo-role") == role and ann.get(ANNOTATION) == note:
-                    return False
-                lab["spilo-role"] = role
-                ann[ANNOTATION] = note
-            self.op.store.mutate(PODS, self.ns, p["metadata"]["name"], fn)
+        self.patroni_sim.step()
 
     def pg_settings(self):
         """Server settings of the cluster's spec: password_encryption is PostgreSQL's default for the
@@ -339,7 +334,9 @@ class Cluster(threading.Thread):
             major = int(str((self.spec.get("postgresql") or {}).get("version", "15")).split(".")[0])
         except ValueError:
             major = 15
-        return {"password_encryption": "md5" if major <= 13 else "scram-sha-256"}
+        # Patroni keeps a replication slot per member so a replica never loses the WAL it needs;
+        # kubesim has no slots and keeps WAL instead (wal_keep_size), which serves the same end here
+        return {"password_encryption": "md5" if major <= 13 else "scram-sha-256", "wal_keep_size": "128MB"}
 
     def set_endpoint(self, ip):
         subsets = [{"addresses": [{"ip": ip}], "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]}] \
@@ -400,11 +397,6 @@ class Cluster(threading.Thread):
             f.write("ok\n")
         util.log("operator: %s roles and databases created" % self.key)
 
-    def resync_roles(self):
-        # The operator's periodic Sync: secrets that are missing are re-created, DB passwords follow the secrets.
-        if self.pg_up:
-            self.bootstrap()
-
     # -------------------------------------------------------------- delete
     def teardown(self):
         store, ctl, pgm = self.op.store, self.op.ctl, self.op.pgm
@@ -413,28 +405,30 @@ class Cluster(threading.Thread):
         if sts is not None:
             ctl.delete(STS, sts, "Orphan")
             self._wait(lambda: store.peek(STS, self.ns, self.name) is None, 30)
+        # every member stops (no fail-over from one doomed pod to the next), then the pods go one by one
+        self.patroni_sim.stop_all()
         for p in self.pods():
-            if p["metadata"]["uid"] == self.leader_uid:
-                pgm.stop(self.key)
-                self.pg_up = False
-                self.leader_uid = self.leader_name = None
             ctl.delete(PODS, p)
             self._wait(lambda p=p: store.peek(PODS, self.ns, p["metadata"]["name"]) is None, 60)
         pgm.stop(self.key)
-        self.pg_up = False
-        self.leader_uid = self.leader_name = None
-        items, _ = store.list(PVCS, self.ns)
-        for pvc in items:
-            lab = pvc["metadata"].get("labels") or {}
-            if lab.get("cluster-name") == self.name and lab.get("application") == "spilo":
-                ctl.delete(PVCS, pvc)
-        pgm.drop(self.key)
-        for user in cluster_users(self.spec):
-            s = store.get(SECRETS, self.ns, secret_name(user, self.name))
-            if s:
-                ctl.delete(SECRETS, s)
-        for rkey, n in ((PDBS, "postgres-%s-pdb" % self.name), (ENDPOINTS, self.name), (SERVICES, self.name),
-                        (SERVICES, self.name + "-repl")):
+        cfg = self.op.config()
+        if cfg["enable_persistent_volume_claim_deletion"]:
+            items, _ = store.list(PVCS, self.ns)
+            for pvc in items:
+                lab = pvc["metadata"].get("labels") or {}
+                if lab.get("cluster-name") == self.name and lab.get("application") == "spilo":
+                    ctl.delete(PVCS, pvc)
+            pgm.drop(self.key)
+        else:
+            # the volumes stay, and with them the data: a cluster of the same name starts on it again
+            util.log("operator: %s keeps its volumes (enable_persistent_volume_claim_deletion is false)" % self.key)
+        if cfg["enable_secrets_deletion"]:
+            for user in cluster_users(self.spec):
+                s = store.get(SECRETS, self.ns, secret_name(user, self.name))
+                if s:
+                    ctl.delete(SECRETS, s)
+        for rkey, n in ((PDBS, "postgres-%s-pdb" % self.name), (ENDPOINTS, self.name),
+                        (ENDPOINTS, self.name + "-config"), (SERVICES, self.name), (SERVICES, self.name + "-repl")):
             o = store.get(rkey, self.ns, n)
             if o:
                 ctl.delete(rkey, o)

@@ -54,6 +54,9 @@ RESOURCES = [
     Res("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short=["pdb"], generation=True),
     Res("acid.zalan.do", "v1", "postgresqls", "postgresql", short=["pg"], generation=True, categories=["all"]),
     Res("coordination.k8s.io", "v1", "leases", "Lease", status=False),
+    # the operator's CRD-based configuration (the operator reads it, or its ConfigMap postgres-operator)
+    Res("acid.zalan.do", "v1", "operatorconfigurations", "OperatorConfiguration", short=["opconfig"],
+        status=False, generation=True),
     Res("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
         namespaced=False, verbs=["create"], status=False),
     Res("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview",
