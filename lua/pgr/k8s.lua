@@ -12,7 +12,8 @@
 --              { timeout = 600, describe = "the spire-postgres cluster to run" })
 --   k:pods_gone("app=x"), k:pods_ready("app=x", 3)
 --   k:rollout_restart("deploy", "x"), k:rollout_status("sts", "x")
---   k:replace_force(obj), k:apply_manifest(yaml_text), k:secret("name"), k:can_i("delete", "pods")
+--   k:replace_force(obj), k:apply_manifest(yaml_text), k:secret("name"), k:can_i("delete", "pods"),
+--   k:pod_log("pod", {container=, tail=})
 --   local w = k:watch("pods", { labels = "app=x" })     -- survives cuts (resumes) and 410 (re-lists)
 --   for ev in w:events(30) do ... end; w:next(seconds) -> event | false | nil, err; w.objects; w:close()
 -- A wait target is a name, a label selector string with '=' or '!' ("app=x"), or {labels=, fields=}
@@ -1209,6 +1210,24 @@ function Client:secret(name, opts)
     out[k] = d
   end
   return out, s.metadata
+end
+
+-- pod_log(name, {container=, tail=, namespace=}) -> text | nil, err: what `kubectl logs` shows of a
+-- pod's container (the last `tail` lines). A log may hold anything the program printed: show excerpts.
+function Client:pod_log(name, opts)
+  opts = opts or {}
+  local r, err = self:resource("pods")
+  if not r then return nil, err end
+  local ns = ns_of(self, r, opts)
+  local what = "get the log of " .. label(r, ns, name)
+  local path = self:path(r, ns, name, "log") .. query_string({ container = opts.container, tailLines = opts.tail })
+  local status, body, headers = self.core:request("GET", path, nil, nil, { timeout = self.timeout })
+  if not status then
+    body.message = what .. ": " .. body.message
+    return nil, body
+  end
+  if status >= 400 then return nil, name_error(status_error(status, body, headers, what), r, ns, name, "get") end
+  return body or ""
 end
 
 -- can_i(verb, resource, namespace, {name=}) -> allowed (boolean), reason | nil, err

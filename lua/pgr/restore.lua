@@ -790,6 +790,14 @@ local function preflight_steps(svc)
         tostring(version or "of unknown version"))
     end,
   }
+  if svc.recreate ~= false then
+    steps[#steps + 1] = {
+      name = "Check the operator deletes a deleted cluster's volumes (enable_persistent_volume_claim_deletion)",
+      preflight = true,
+      touches = "reads: the operator's OperatorConfiguration or ConfigMap postgres-operator",
+      run = function(ctx) return require("pgr.cluster_check").pvc_deletion(ctx) end,
+    }
+  end
   local commands = site_commands(svc)
   if #commands > 0 then
     steps[#steps + 1] = {
@@ -1045,15 +1053,23 @@ end
 local function verify_logins(ctx)
   local svc = ctx.svc
   if ctx.dry_run then return "skipped in a dry run" end
-  local bad = {}
+  local bad, standby = {}, false
   for _, user in ipairs(svc.users) do
     local pw, err = current_password(ctx, user)
     if not pw then return nil, err end
     local c, cerr = M.connect(ctx, { user = user, password = pw, dbname = "postgres" })
-    if c then c:close() else bad[#bad + 1] = user .. " (" .. tostring(cerr) .. ")" end
+    if c then c:close() else
+      bad[#bad + 1] = user .. " (" .. tostring(cerr) .. ")"
+      standby = standby or user == "standby"
+    end
   end
   if #bad > 0 then
-    return fail("login", "these users cannot log in with their secret's password: %s", table.concat(bad, "; "))
+    -- the replicas log in as standby with its secret's password: they would not start
+    local why = standby and (". The standby role's password in the database is not the one in secret %s, which the "
+      .. "replicas log in with: they would fail to start. Set the role's password to the secret's (as postgres on the "
+      .. "master: ALTER ROLE standby PASSWORD '<the password in %s>') and run pgr again with --resume; or restore "
+      .. "with the manifest taken with this dump"):format(M.secret_name(svc, "standby"), M.secret_name(svc, "standby")) or ""
+    return fail("login", "these users cannot log in with their secret's password: %s%s", table.concat(bad, "; "), why)
   end
   return ("%d users log in"):format(#svc.users)
 end
@@ -1106,9 +1122,13 @@ local function restart_database_pods(ctx)
       return false, ("%d/%d ready"):format(ready, want)
     end, wait_opts(ctx, "the restarted database pods"))
     if not wok then return nil, werr end
-    return k:wait_for("postgresql", svc.cluster, function(o)
-      return field(o, "status", "PostgresClusterStatus") == "Running"
-    end, wait_opts(ctx, "postgresql " .. svc.cluster .. " to be Running"))
+    local check = require "pgr.cluster_check"
+    local running, rerr = check.running(ctx)
+    if not running then return nil, rerr end
+    -- Ready without a readiness probe means the container started: wait for PostgreSQL itself
+    local note, nerr = check.master_accepts(ctx)
+    if not note then return nil, nerr end
+    return type(running) == "string" and running or note
   end)
   return ok, err
 end
@@ -1216,9 +1236,12 @@ function M.procedure(svc)
         return ctx:wait("for postgresql " .. svc.cluster .. " to be Running", function()
           local pods, perr = ctx.k8s:pods_ready(spilo_selector(svc, "master"), 1, { timeout = M.defaults.wait_timeout })
           if not pods then return nil, perr end
-          return ctx.k8s:wait_for("postgresql", svc.cluster, function(o)
+          local running, rerr = ctx.k8s:wait_for("postgresql", svc.cluster, function(o)
             return field(o, "status", "PostgresClusterStatus") == "Running"
           end, wait_opts(ctx, "postgresql " .. svc.cluster .. " to be Running"))
+          if not running then return nil, rerr end
+          -- a Ready pod is not a server that accepts connections (no readiness probe by default)
+          return require("pgr.cluster_check").master_accepts(ctx)
         end)
       end,
     })
@@ -1260,10 +1283,18 @@ function M.procedure(svc)
       return ctx:wait("for " .. svc.cluster .. " to run " .. n .. " instances", function()
         local pods, perr = ctx.k8s:pods_ready(spilo_selector(svc), n, { timeout = M.defaults.wait_timeout })
         if not pods then return nil, perr end
-        return ctx.k8s:wait_for("postgresql", svc.cluster, function(o)
-          return field(o, "status", "PostgresClusterStatus") == "Running"
-        end, wait_opts(ctx, "postgresql " .. svc.cluster .. " to be Running"))
+        return require("pgr.cluster_check").running(ctx)
       end)
+    end,
+  })
+  add({
+    name = "Check every replica streams from the master",
+    touches = "reads: pg_stat_replication on the master; the replica pods, their status and logs",
+    run = function(ctx)
+      local check = require "pgr.cluster_check"
+      local note, err = check.master_accepts(ctx)
+      if not note then return nil, err end
+      return check.replicas_stream(ctx, ctx.state.instances or 1)
     end,
   })
   add({

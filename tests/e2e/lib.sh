@@ -215,5 +215,7 @@ restore_and_check() {
   is "$label: every secret's user logs in with its password" "$(logins "$cluster" "$ns" $users)" "$users "
   is "$label: $client is back at $want replicas" "$(replicas "$kind" "$client" "$ns")" "$want"
   is "$label: $cluster is back at 3 instances" "$(instances "$cluster" "$ns")" 3
+  is "$label: both replicas stream from the master" \
+     "$(cluster_json "$cluster" | jq -r '"\([.replicas[] | select(.streaming)] | length)/\(.replicas | length)"')" "2/2"
   is "$label: the run finished" "$(tail -1 "$(newest_run)/journal.jsonl" | jq -r .status)" ok
 }

@@ -2,7 +2,8 @@
 # tests/e2e/preflight.t — every preflight failure stops `pgr run` with exit 3 before anything changes,
 # asserted on the simulator's objects: a truncated dump (a failed CSM job), a dump from a newer major,
 # a dump dropping a database it never re-creates, a custom-format dump, a manifest of another
-# cluster, a denied verb, a site command that is not installed, an HSM schema mismatch.
+# cluster, a denied verb, the operator keeping old volumes (ConfigMap or OperatorConfiguration), a site
+# command that is not installed, an HSM schema mismatch.
 . "$(dirname "$0")/lib.sh"
 E2E_NODES=0 e2e_up
 
@@ -83,6 +84,28 @@ refused "the manifest of another cluster in the namespace" "does not hold the cr
 refused "a denied verb (delete postgresqls)" "not allowed in namespace spire: delete postgresqls" \
   services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
 "$KS" admin "$SIM" '{"op":"allow_all"}' >/dev/null
+
+# the operator keeps the volumes of a deleted cluster: a re-created one would start on the old data
+kubectl patch configmap postgres-operator -n services --type merge \
+  -p '{"data":{"enable_persistent_volume_claim_deletion":"false"}}' >/dev/null || bail "patch the operator's configmap"
+refused "the operator's ConfigMap keeps volumes (enable_persistent_volume_claim_deletion false)" \
+  "enable_persistent_volume_claim_deletion is false in configmap services/postgres-operator" \
+  services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
+kubectl patch configmap postgres-operator -n services --type merge \
+  -p '{"data":{"enable_persistent_volume_claim_deletion":"true"}}' >/dev/null
+# the CRD-based configuration, where the operator has one, is what it reads
+kubectl apply -f - >/dev/null <<'YAML' || bail "create the OperatorConfiguration"
+apiVersion: acid.zalan.do/v1
+kind: OperatorConfiguration
+metadata: {name: postgresql-operator-configuration, namespace: services}
+configuration:
+  resync_period: 30m
+  kubernetes: {enable_persistent_volume_claim_deletion: false, enable_secrets_deletion: true}
+YAML
+refused "the operator's OperatorConfiguration keeps volumes" \
+  "enable_persistent_volume_claim_deletion is false in operatorconfiguration services/postgresql-operator-configuration" \
+  services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
+kubectl delete operatorconfiguration postgresql-operator-configuration -n services >/dev/null
 
 # HSM: the deployed schema moved on after the backup was taken
 # the site's commands run after the restore: a missing program is found before anything changes

@@ -26,8 +26,8 @@ is "A: --new completes" "$rc" 0
 is "A: nothing was taken over from a run that changed nothing" "$(grep -c 'had already changed' "$E2E/out")" 0
 is "A: the killed run is closed as abandoned" "$(killed_status)" abandoned
 
-# B killed as the dump stream starts (step 11): spire-server is at 0 and the cluster at 1 instance
-killed_at 11; is "B: killed as the stream starts" "$?" 137
+# B killed as the dump stream starts (step 12): spire-server is at 0 and the cluster at 1 instance
+killed_at 12; is "B: killed as the stream starts" "$?" 137
 is "B: spire-server is left at 0 replicas" "$(replicas statefulset spire-server spire)" 0
 is "B: spire-postgres is left at 1 instance" "$(instances spire-postgres spire)" 1
 pgr_run services/spire.lua "${args[@]}" --new; rc=$?
@@ -39,9 +39,9 @@ is "B: spire-server is back at 3 replicas" "$(replicas statefulset spire-server 
 is "B: the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"
 is "B: the killed run is closed as abandoned" "$(killed_status)" abandoned
 
-# C killed after the postgresql was deleted (as step 10, its re-creation, starts): the only copy of
+# C killed after the postgresql was deleted (as step 11, its re-creation, starts): the only copy of
 # the object is in the killed run; --new passes its checks with it and creates the cluster again
-killed_at 10; is "C: killed after the delete" "$?" 137
+killed_at 11; is "C: killed after the delete" "$?" 137
 is "C: the postgresql is gone" "$(kubectl get postgresql -n spire -o name 2>/dev/null | grep -c spire-postgres)" 0
 pgr_run services/spire.lua "${args[@]}" --new; rc=$?
 is "C: --new completes (its checks accept the gone cluster it can re-create)" "$rc" 0

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 e2e_up
 USERS="postgres service_account spire standby"
-STEPS=21
+STEPS=23
 
 # enough data that the stream lasts long enough to be cut in the middle
 sql spire-postgres spire "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS h, repeat('x', 150) AS pad
