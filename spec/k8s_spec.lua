@@ -557,6 +557,18 @@ describe("pgr.k8s", function()
       assert.equals("yaml", yerr.code)
     end)
 
+    it("reads a pod's log as text (kubectl logs), and names a missing pod", function()
+      assert(k:create({ apiVersion = "v1", kind = "Pod", metadata = { name = "logger", namespace = "default" },
+                        spec = { containers = { { name = "main", image = "busybox" } } } }))
+      local text, err = k:pod_log("logger", { container = "main", tail = 10, namespace = "default" })
+      assert.is_nil(err)
+      assert.equals("", text) -- a text/plain answer (kubesim's pods other than Spilo's print nothing)
+      local _, merr = k:pod_log("nope", { namespace = "default" })
+      assert.equals(404, merr.code)
+      assert.matches("pod default/nope not found", merr.message, 1, true)
+      assert(k:delete("pod", "logger", { namespace = "default" }))
+    end)
+
     it("answers can_i from a SelfSubjectAccessReview", function()
       assert.is_true((k:can_i("delete", "postgresql", "spire")))
       assert.is_true((k:can_i("patch", "sts/scale")))
