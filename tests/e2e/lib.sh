@@ -108,13 +108,18 @@ sql() {
 socket_sql() { PGCONNECT_TIMEOUT=5 "$PGBIN/psql" -X -A -t -q -h "$1" -U postgres -d "$2" -c "$3"; }
 socket_dir() { cluster_json "$1" | jq -r .socket_dir; }
 
+# seq_values: a data-only dump with each sequence's value left out (its setval line kept). CSM's job
+# dumps a streaming replica, where PostgreSQL shows a sequence up to 32 values ahead of the master (it
+# WAL-logs them in advance): a restore of such a dump sets the sequences that far ahead, losing nothing.
+seq_values() { sed -E 's/^(SELECT pg_catalog\.setval\(.*, )[0-9]+(, (true|false)\);)$/\1N\2/'; }
+
 # fingerprint CLUSTER DB: a hash of the database's data (pg_dump --data-only, minus comments and keys)
 fingerprint() {
   local info host pw
   info=$(cluster_json "$1") || return 1
   host=$(jq -r .host <<<"$info") pw=$(jq -r .postgres_password <<<"$info")
   PGPASSWORD=$pw PGCONNECT_TIMEOUT=5 "$PGBIN/pg_dump" -h "$host" -U postgres --data-only "$2" |
-    grep -v -e '^--' -e '^\\restrict' -e '^\\unrestrict' | sha256sum | cut -c1-16
+    grep -v -e '^--' -e '^\\restrict' -e '^\\unrestrict' | seq_values | sha256sum | cut -c1-16
 }
 
 # logins CLUSTER NS USER...: prints the users that log in with their secret's password
@@ -195,7 +200,7 @@ fingerprints() {
   host=$(jq -r .host <<<"$info") pw=$(jq -r .postgres_password <<<"$info")
   for db in "$@"; do
     PGPASSWORD=$pw PGCONNECT_TIMEOUT=5 "$PGBIN/pg_dump" -h "$host" -U postgres --data-only ${FP_EXCLUDE:-} "$db" |
-      grep -v -e '^--' -e '^\\restrict' -e '^\\unrestrict' | sha256sum | cut -c1-12 | tr '\n' ' '
+      grep -v -e '^--' -e '^\\restrict' -e '^\\unrestrict' | seq_values | sha256sum | cut -c1-12 | tr '\n' ' '
   done
   echo
 }

@@ -120,7 +120,7 @@ def serve(d, args):
         # replicas have replayed the fixture's data before `up` returns (a backup may read one)
         deadline = time.time() + 60
         while time.time() < deadline and not all(w.patroni_sim.caught_up() for w in list(op.workers.values())):
-            time.sleep(0.1)
+            time.sleep(0.3)
         util.log("fixture %s ready in %.1fs" % (args.fixture, time.time() - t0))
         with open(os.path.join(d, "ready"), "w") as f:
             f.write("ok\n")

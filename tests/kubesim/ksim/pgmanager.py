@@ -178,7 +178,8 @@ class PgManager:
 
     def basebackup(self, key, idx, host, user, password, app_name):
         """pg_basebackup of the leader at host into this member's (emptied) data directory, logged in as
-        user with password over TLS, as Patroni's replica creation does. Returns (ok, output)."""
+        user with password over TLS, as Patroni's replica creation does (--no-sync: throwaway test servers,
+        fsync is off too). Returns (ok, output)."""
         self._mkdirs(key, idx)
         data = self.datadir(key, idx)
         shutil.rmtree(data, ignore_errors=True)
@@ -186,7 +187,7 @@ class PgManager:
         kw["env"] = dict(kw.get("env") or os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10",
                          PGAPPNAME=app_name, PGSSLMODE="prefer")
         r = subprocess.run([os.path.join(self.bindir, "pg_basebackup"), "-D", data, "-h", host, "-p", "5432",
-                            "-U", user, "-w", "-X", "stream", "-c", "fast"],
+                            "-U", user, "-w", "-X", "stream", "-c", "fast", "--no-sync"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300, **kw)
         out = r.stdout.decode(errors="replace").strip()
         if r.returncode != 0:
