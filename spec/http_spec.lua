@@ -77,6 +77,13 @@ describe("pgr.http", function()
     assert.equals("", head.body)
   end)
 
+  it("sends the path as given: no '.' or '..' segment is resolved away", function()
+    for _, path in ipairs { "/echo/ns/secrets/..", "/echo/ns/secrets/.", "/echo/a/../../b" } do
+      local r = assert(http.request { url = base .. path })
+      assert.equals(path, json.decode(r.body).path)
+    end
+  end)
+
   it("treats any HTTP status as a response", function()
     local r = assert(http.request { url = base .. "/status/404" })
     assert.equals(404, r.status)

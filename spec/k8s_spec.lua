@@ -255,6 +255,48 @@ describe("pgr.k8s", function()
       assert(k:delete("cm", "o2"))
     end)
 
+    it("refuses a name the API would not take ('.', '..', '/') before any request: nothing else is touched", function()
+      assert(k:create(configmap("keep1", { a = "1" })))
+      assert(k:create(configmap("keep2", { a = "2" })))
+      for _, bad in ipairs { "..", ".", "a/b", "%2e%2e", "" } do
+        local out, err = k:delete("cm", bad)
+        assert.is_nil(out)
+        assert.equals("invalid", err.code, tostring(err))
+        assert.matches("configmap name", err.message, 1, true)
+        out, err = k:get("cm", bad)
+        assert.equals("invalid", err.code)
+        out, err = k:patch("cm", bad, { data = { a = "x" } })
+        assert.equals("invalid", err.code)
+        out, err = k:scale("sts", bad, 0)
+        assert.equals("invalid", err.code)
+        out, err = k:delete("cm", "keep1", { namespace = bad })
+        assert.equals("invalid", err.code)
+        assert.matches("namespace", err.message, 1, true)
+      end
+      local out, err = k:create(configmap("..", { a = "x" }))
+      assert.is_nil(out)
+      assert.equals("invalid", err.code)
+      local names = {}
+      for _, o in ipairs(assert(k:list("cm"))) do names[#names + 1] = o.metadata.name end
+      table.sort(names)
+      assert.same({ "keep1", "keep2" }, names)
+      assert(k:delete("cm", "keep1"))
+      assert(k:delete("cm", "keep2"))
+    end)
+
+    it("validates names as the API does: DNS-1123 subdomains and labels", function()
+      for _, good in ipairs { "spire-postgres", "postgres.spire-postgres.credentials", "a", "0x" } do
+        assert.is_true(k8s.valid_dns_subdomain(good), good)
+      end
+      for _, bad in ipairs { "", ".", "..", "a..b", "-a", "a-", "A", "a_b", "a/b", ".a", "a.", ("a"):rep(254) } do
+        assert.is_nil(k8s.valid_dns_subdomain(bad), bad)
+      end
+      assert.is_true(k8s.valid_dns_label("services"))
+      for _, bad in ipairs { "a.b", "..", "", ("a"):rep(64), "Spire" } do
+        assert.is_nil(k8s.valid_dns_label(bad), bad)
+      end
+    end)
+
     it("deletes with a propagation policy: Orphan keeps a deployment's replica sets", function()
       assert(k:create(deployment("orph", 1)))
       assert(k:wait_for("rs", "app=orph", function(list) return #list == 1 end, { timeout = 20 }))

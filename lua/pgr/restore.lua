@@ -177,6 +177,22 @@ local function parse_manifest(svc, text)
     end
     local ns = field(doc, "metadata", "namespace")
     local name = field(doc, "metadata", "name")
+    -- each name reaches an API path (the secret is deleted, then applied): a name the API would
+    -- refuse ('..', '.', a '/') must never get that far
+    local k8s = require "pgr.k8s"
+    local good, why = k8s.valid_dns_subdomain(name)
+    if not good then
+      return fail("manifest", "the manifest's secret #%d has the name %s, which is not a valid Secret name (%s): "
+        .. "is the manifest corrupt or tampered with?", #list + 1, type(name) == "string" and ("%q"):format(name)
+        or tostring(name), why)
+    end
+    if ns then
+      good, why = k8s.valid_dns_label(ns)
+      if not good then
+        return fail("manifest", "the manifest's secret %s has the namespace %q, which is not a valid namespace (%s)",
+          name, tostring(ns), why)
+      end
+    end
     if ns and ns ~= svc.namespace then
       return fail("manifest", "the manifest's secret %s is in namespace %s, not %s: is it another service's?",
         tostring(name), ns, svc.namespace)
