@@ -1,6 +1,7 @@
 /* sys.c — pgr.sys: the few operating-system services the Lua library needs and plain Lua lacks:
  * terminals, clocks, sleeping, private files and directories, locks, processes, library versions. */
 #include "lutil.h"
+#include "trust.h"
 
 #include <cJSON.h>
 #include <curl/curl.h>
@@ -365,6 +366,55 @@ static int sys_versions(lua_State *L)
     return 1;
 }
 
+/* trusted(path [, "file"|"dir"]) -> true | nil, err (code "untrusted", or "io" when it cannot be
+ * read): whether code or configuration may be loaded from path (host/trust.h) */
+static int sys_trusted(lua_State *L)
+{
+    static const char *const kinds[] = { "file", "dir", NULL };
+    const char *path = luaL_checkstring(L, 1);
+    int kind = luaL_checkoption(L, 2, "file", kinds) == 1 ? PGR_TRUST_DIR : PGR_TRUST_FILE;
+    char why[1024];
+    if (pgr_trust_path(path, kind, why, sizeof why) == -1) {
+        int e = errno;
+        lua_pushnil(L);
+        pgr_push_error(L, e == EPERM ? "untrusted" : "io", "%s", why);
+        lua_pushinteger(L, e);
+        lua_setfield(L, -2, "errno");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* private_dir(path) -> true | nil, err: a directory of the effective user's own, mode 0700, not a
+ * symbolic link (the state directory, runs/, locks/) */
+static int sys_private_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char why[1024];
+    if (pgr_trust_private_dir(path, why, sizeof why) == -1) {
+        int e = errno;
+        lua_pushnil(L);
+        pgr_push_error(L, e == EPERM ? "untrusted" : "io", "%s", why);
+        lua_pushinteger(L, e);
+        lua_setfield(L, -2, "errno");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* executable() -> the absolute path of the running pgr binary (/proc/self/exe) | nil, err */
+static int sys_executable(lua_State *L)
+{
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0)
+        return errno_fail(L, "cannot read", "/proc/self/exe");
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
 int luaopen_pgr_sys(lua_State *L)
 {
     static const luaL_Reg lock_meta[] = {
@@ -376,7 +426,8 @@ int luaopen_pgr_sys(lua_State *L)
         { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
-        { "versions", sys_versions }, { NULL, NULL } };
+        { "versions", sys_versions }, { "trusted", sys_trusted }, { "private_dir", sys_private_dir },
+        { "executable", sys_executable }, { NULL, NULL } };
     luaL_newlib(L, fns);
     return 1;
 }

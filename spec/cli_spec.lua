@@ -101,6 +101,78 @@ describe("pgr host", function()
     assert.equals("overridden\n", out)
   end)
 
+  it("never runs code from the current directory: a bare service name, a mistyped command", function()
+    local d = tmpdir()
+    local marker = d .. "/ran"
+    local evil = ("io.open(%q, 'a'):write('%%s\\n') return require('pgr.runbook').procedure{name='evil', "
+      .. "steps={{name='evil', run=function() end}}}"):format(marker)
+    assert(sys.mkdir(d .. "/services"))
+    assert(sys.mkdir(d .. "/pgr/cmd"))
+    for path, tag in pairs { ["/spire"] = "spire", ["/services/spire.lua"] = "services/spire.lua",
+                             ["/pgr/cmd/bakcups.lua"] = "bakcups.lua", ["/bakcups"] = "bakcups" } do
+      local f = assert(io.open(d .. path, "w"))
+      f:write(evil:format(tag))
+      f:close()
+    end
+    local out, rc = run(("cd %s && %s plan spire"):format(d, PGR))
+    -- the procedure installed with the binary (or none, for a binary outside a build tree)
+    if rc == 0 then
+      assert.matches("^spire — Restore Postgres for Spire", out)
+    else
+      assert.equals(2, rc)
+      assert.matches("no procedure spire in /etc/pgr/services", out, 1, true)
+    end
+    assert.is_nil(out:find("evil", 1, true))
+    out, rc = run(("cd %s && %s bakcups"):format(d, PGR))
+    assert.equals(2, rc)
+    assert.matches("neither a command nor a readable script", out, 1, true)
+    out, rc = run(("cd %s && %s -e 'require \"pgr.cmd.bakcups\"'"):format(d, PGR))
+    assert.equals(1, rc)
+    assert.matches("module 'pgr.cmd.bakcups' not found", out, 1, true)
+    assert.is_nil(io.open(marker), "a file of the current directory ran")
+    -- a path names a file of the user's choosing: that one loads
+    out, rc = run(("cd %s && %s plan ./services/spire.lua"):format(d, PGR))
+    assert.equals(0, rc)
+    assert.matches("^evil", out)
+    local f = assert(io.open(marker))
+    assert.equals("services/spire.lua\n", f:read("a"))
+    f:close()
+  end)
+
+  it("refuses code from places others may write: a PGR_PATH module, a procedure file", function()
+    local d = tmpdir()
+    assert(sys.mkdir(d .. "/pgr/cmd"))
+    local f = io.open(d .. "/pgr/cmd/version.lua", "w")
+    f:write("return { summary = 'site override', run = function() print('overridden') return 0 end }\n")
+    f:close()
+    os.execute("chmod 0777 " .. d .. "/pgr")
+    local out, rc = run("PGR_PATH=" .. d .. " " .. PGR .. " version")
+    assert.equals(1, rc)
+    assert.matches(("refusing to load module 'pgr.cmd.version' from '%s/pgr/cmd/version.lua': directory %s/pgr "
+      .. "is writable by others (mode 0777): chmod go-w %s/pgr"):format(d, d, d), out, 1, true)
+    assert.is_nil(out:find("overridden", 1, true))
+    os.execute("chmod 0755 " .. d .. "/pgr; chmod 0664 " .. d .. "/pgr/cmd/version.lua")
+    out, rc = run("PGR_PATH=" .. d .. " " .. PGR .. " version")
+    assert.equals(1, rc)
+    assert.matches("is writable by its group (mode 0664)", out, 1, true)
+
+    f = io.open(d .. "/p.lua", "w")
+    f:write("return require('pgr.runbook').procedure{name='p', steps={{name='s', run=function() end}}}\n")
+    f:close()
+    out, rc = run(PGR .. " plan " .. d .. "/p.lua")
+    assert.equals(0, rc, out)
+    os.execute("chmod 0666 " .. d .. "/p.lua")
+    out, rc = run(PGR .. " plan " .. d .. "/p.lua")
+    assert.equals(2, rc)
+    assert.matches(("refusing the procedure %s/p.lua: file %s/p.lua is writable by others (mode 0666)"):format(d, d),
+      out, 1, true)
+    if run("id -u") ~= "0\n" then return end -- (another owner needs root)
+    os.execute("chmod 0644 " .. d .. "/p.lua; chown 65534 " .. d .. "/p.lua")
+    out, rc = run(PGR .. " plan " .. d .. "/p.lua")
+    assert.equals(2, rc)
+    assert.matches("is owned by uid 65534, neither root nor you", out, 1, true)
+  end)
+
   it("keeps the system Lua paths usable (busted is loaded from them)", function()
     local out, rc = run(PGR .. [[ -e 'print(require("say") ~= nil)']])
     assert.equals(0, rc)

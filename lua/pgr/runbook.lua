@@ -103,24 +103,51 @@ end
 
 function M.is_procedure(v) return getmetatable(v) == Proc end
 
--- Where `pgr run spire` finds services/spire.lua: the path as given, else ./services/NAME.lua, else
--- the installed copies (make install puts them in PREFIX/share/pgr/services).
-M.SERVICE_DIRS = { "services", "/usr/local/share/pgr/services", "/usr/share/pgr/services" }
+-- Where `pgr run spire` finds its procedure. A bare name is looked up only where root put it, never
+-- in the current directory: /etc/pgr/services (the site's own procedures), the services installed
+-- with the binary (PREFIX/share/pgr/services beside PREFIX/bin/pgr, or services/ of the build tree
+-- the binary sits in), then these. A path (services/spire.lua, ./x.lua) loads that file.
+M.SERVICE_DIRS = { "/etc/pgr/services", "/usr/local/share/pgr/services", "/usr/share/pgr/services" }
+
+function M.service_dirs()
+  local dirs, seen = {}, {}
+  local function add(d)
+    if d and not seen[d] then seen[d] = true dirs[#dirs + 1] = d end
+  end
+  add(M.SERVICE_DIRS[1])
+  local bin = (sys.executable() or ""):match("^(.*)/[^/]+$")
+  if bin and bin ~= "" then
+    add((bin:match("^(.*)/[^/]+$") or "") .. "/share/pgr/services")
+    add(bin .. "/services")
+  end
+  for i = 2, #M.SERVICE_DIRS do add(M.SERVICE_DIRS[i]) end
+  return dirs
+end
+
+-- A procedure runs as root: its file must be root's or yours and writable by no one else.
+local function trusted(path)
+  local ok, err = sys.trusted(path)
+  if ok then return path end
+  return nil, errors.new("procedure", ("refusing the procedure %s: %s"):format(path, err.message))
+end
 
 function M.locate(name)
   local function readable(p)
     local f = io.open(p, "r")
     if f then f:close() return true end
   end
-  if readable(name) then return name end
   if name:match("^[%w_-]+$") then
-    for _, d in ipairs(M.SERVICE_DIRS) do
+    local dirs = M.service_dirs()
+    for _, d in ipairs(dirs) do
       local p = d .. "/" .. name .. ".lua"
-      if readable(p) then return p end
+      if readable(p) then return trusted(p) end
     end
+    return nil, errors.new("procedure", ("no procedure %s in %s (give a path such as ./%s.lua to run a file of "
+      .. "your own)"):format(name, table.concat(dirs, ", "), name))
   end
+  if readable(name) then return trusted(name) end
   return nil, errors.new("procedure", ("no procedure file %s (give a path such as services/spire.lua, "
-    .. "or a service name found in %s)"):format(name, table.concat(M.SERVICE_DIRS, ", ")))
+    .. "or a service name found in %s)"):format(name, table.concat(M.service_dirs(), ", ")))
 end
 
 function M.load(path)
