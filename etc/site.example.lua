@@ -5,7 +5,8 @@ return {
   nodes = "ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]",
 
   -- How pgr reaches the nodes: ssh as this user; at most `fanout` at once; seconds per node.
-  ssh = { user = "root", fanout = 32, timeout = 60, options = { "StrictHostKeyChecking=yes" } },
+  -- options are ssh's own argument words, each option with its "-" ("-o", "Key=value").
+  ssh = { user = "root", fanout = 32, timeout = 60, options = { "-o", "StrictHostKeyChecking=yes" } },
 
   -- Where the postgres-backup bucket lives (the cronjobs' S3), and whose keys read it.
   s3 = {
@@ -18,6 +19,9 @@ return {
     -- MiB of the dump read ahead of the database's load (0: none), so the network and the load
     -- overlap; with restore_jobs > 1 as much again is held for the loading connections
     readahead_mb = 32,
+    -- The CA that signed the endpoint's certificate (default: the system's CA store).
+    -- ca_bundle = "/etc/pki/trust/anchors/platform-ca-certs.crt",
+    -- insecure = true would skip the certificate check: pgr warns on every use; give the CA instead.
   },
 
   -- Connections that load the dump's tables side by side, then build their indexes side by side
@@ -45,7 +49,8 @@ return {
   keycloak = {
     token_url = "https://api-gw-service-nmn.local/keycloak/realms/shasta/protocol/openid-connect/token",
     client_id = "shasta",
-    -- credentials_file = "/root/.pgr-keycloak",
+    -- credentials_file = "/root/.pgr-keycloak",   -- refused unless root's or yours, mode 0600
+    -- insecure = true would skip the certificate check: pgr warns on every use.
   },
 
   -- External commands of the services' last steps: an argv list (run directly), a string (run by

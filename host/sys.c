@@ -76,6 +76,12 @@ static int sys_getpid(lua_State *L)
     return 1;
 }
 
+static int sys_geteuid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)geteuid());
+    return 1;
+}
+
 /* pid_alive(pid): whether a process exists (for stale lock detection) */
 static int sys_pid_alive(lua_State *L)
 {
@@ -214,14 +220,14 @@ static int sys_append_line(lua_State *L)
     return 1;
 }
 
-/* stat(path) -> {type=, mode=, size=, mtime=} or nil, err */
+/* stat(path) -> {type=, mode=, size=, mtime=, uid=} or nil, err */
 static int sys_stat(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     struct stat st;
     if (stat(path, &st) == -1)
         return errno_fail(L, "cannot stat", path);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
     lua_setfield(L, -2, "type");
     lua_pushinteger(L, st.st_mode & 07777);
@@ -230,6 +236,8 @@ static int sys_stat(lua_State *L)
     lua_setfield(L, -2, "size");
     lua_pushinteger(L, (lua_Integer)st.st_mtime);
     lua_setfield(L, -2, "mtime");
+    lua_pushinteger(L, (lua_Integer)st.st_uid);
+    lua_setfield(L, -2, "uid");
     return 1;
 }
 
@@ -423,7 +431,7 @@ int luaopen_pgr_sys(lua_State *L)
     pgr_new_class(L, LOCK_MT, lock_methods, lock_meta);
     static const luaL_Reg fns[] = {
         { "isatty", sys_isatty }, { "now", sys_now }, { "time", sys_time }, { "sleep", sys_sleep },
-        { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
+        { "getpid", sys_getpid }, { "geteuid", sys_geteuid }, { "pid_alive", sys_pid_alive }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
         { "versions", sys_versions }, { "trusted", sys_trusted }, { "private_dir", sys_private_dir },

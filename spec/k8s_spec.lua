@@ -123,9 +123,18 @@ describe("pgr.k8s", function()
       path = kubeconfig_variant("insecure", function(t)
         return (t:gsub("certificate%-authority%-data: %S+", "insecure-skip-tls-verify: true"))
       end)
+      local security = require "pgr.security"
+      security.reset()
       c = assert(k8s.connect { kubeconfig = path })
       assert.equals("default", assert(c:get("namespaces", "default")).metadata.name)
       c:close()
+      -- but never silently
+      assert.same({ ("TLS verification of the Kubernetes API server %s is OFF (insecure-skip-tls-verify of "
+        .. "cluster 'kubesim' in the kubeconfig): anyone on the path can pose as it; give its CA instead")
+        :format(sim.info.server) }, security.notices())
+      security.reset()
+      assert(k8s.connect { kubeconfig = sim.kubeconfig }):close()
+      assert.same({}, security.notices())
     end)
 
     it("reports a wrong token as the server's 401 Unauthorized", function()

@@ -151,6 +151,9 @@ function M.connect(opts)
     s, err = kubeconfig.load(opts)
     if not s then return nil, err end
   end
+  require("pgr.security").check_endpoint(s.server, "the Kubernetes API server", { insecure = s.insecure,
+    where = ("insecure-skip-tls-verify of cluster '%s' in the kubeconfig"):format(tostring(s.cluster)),
+    secret = "the credentials" })
   local timeout = opts.timeout or M.defaults.timeout
   local c, err = core.client {
     server = s.server, ca_file = s.ca_file, ca_data = s.ca_data, insecure = s.insecure,

@@ -522,8 +522,13 @@ function M.keycloak_token(ctx)
     ctx:write("POST a password grant to " .. kc.token_url)
     return true
   end
+  -- said before the password is asked for
+  require("pgr.security").check_endpoint(kc.token_url, "the Keycloak token endpoint", { insecure = kc.insecure,
+    where = "keycloak.insecure in the site file", secret = "the Keycloak password" })
   local user, password
   if kc.credentials_file then
+    local good, serr = require("pgr.security").secret_file(kc.credentials_file, "keycloak.credentials_file")
+    if not good then return nil, serr end
     local f, err = io.open(kc.credentials_file, "r")
     if not f then return fail("keycloak", "cannot read keycloak.credentials_file: %s", tostring(err)) end
     user, password = f:read("l"), f:read("l")

@@ -27,6 +27,7 @@ is "pgr run spire --jobs 2 (newest complete backup in S3) exits 0" "$rc" 0
 grep -q "COPY rows, .*, 2 connections" "$E2E/out"; ok $? "the dump was loaded over 2 connections (fed from one read of the object)"
 grep -q "s3://postgres-backup/$name.psql" "$E2E/out"; ok $? "the newest complete backup was chosen ($name)"
 grep -q "4 secrets re-created from the manifest" "$E2E/out"; ok $? "the backup's manifest was applied"
+grep -q "^warning: the S3 endpoint $S3_ENDPOINT is plain HTTP" "$E2E/out"; ok $? "the run warns that the S3 endpoint is plain HTTP"
 is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"
 is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
 is "spire-server replicas restored" "$(replicas statefulset spire-server spire)" 3
