@@ -116,6 +116,14 @@ same "fanout 3 (local ssh count): all 12 ran" "$rc $(wc -l < "$D/lseen")" "0 12"
 most=$(sort -n "$D/lseen" | tail -1)
 check "fanout 3: at most 3 ssh children at once, and it did run 3 at once (saw $most)" test "$most" -eq 3
 
+# --- the example site file's ssh options reach ssh as options (they once reached it as the host name)
+sed -e "s|^  nodes = .*|  nodes = 'ncn-w00[1-2]',|" \
+    -e "s|options = { \"-o\"|options = { \"-F\", \"$CFG\", \"-o\"|" etc/site.example.lua > "$D/site.lua"
+grep -q -- "\"-F\", \"$CFG\", \"-o\", \"StrictHostKeyChecking=yes\"" "$D/site.lua" || echo "# the example's ssh options changed"
+out=$("$PGR" fanout --site "$D/site.lua" -- 'echo $PGR_NODE' 2>"$D/err"); rc=$?
+same "example site: every node ran the command" "$rc $(sort <<<"$out")" "0 ncn-w001: ncn-w001
+ncn-w002: ncn-w002"
+
 # --- a missing ssh program is a per-host failure, not a crash
 "$PGR" fanout --ssh /nonexistent/ssh -w 'a,b' -- true >/dev/null 2>"$D/err"; rc=$?
 same "missing ssh: exit 1 and reason" "$rc $(tail -n1 "$D/err")" \
