@@ -1053,7 +1053,9 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     if (!(r = pgr_s3_open(s, bucket, key, max_resumes, err)))
         goto out;
     r->external_md5 = 1;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* our own new file, never through a link someone placed at the name */
+    unlink(tmp);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         s3err(err, "io", 0, "cannot create %s: %s", tmp, strerror(errno));
         goto out;

@@ -151,7 +151,10 @@ static int sys_write_file(lua_State *L)
     const char *data = luaL_checklstring(L, 2, &len);
     mode_t mode = (mode_t)luaL_optinteger(L, 3, 0600);
     const char *tmp = lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    /* a file of our own, never one someone placed (or a link to one): what an earlier process of
+     * this pid left is removed (unlink does not follow a link), then the name is created anew */
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd == -1)
         return errno_fail(L, "cannot create", tmp);
     fchmod(fd, mode);
@@ -205,7 +208,7 @@ static int sys_append_line(lua_State *L)
     lua_pushliteral(L, "\n");
     lua_concat(L, 2);
     const char *line = lua_tolstring(L, -1, &len);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd == -1)
         return errno_fail(L, "cannot open", path);
     ssize_t n = write(fd, line, len);
@@ -278,7 +281,7 @@ static int sys_lock(lua_State *L)
     struct lock *lk = lua_newuserdatauv(L, sizeof *lk, 0);
     lk->fd = -1;
     luaL_setmetatable(L, LOCK_MT);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd == -1)
         return errno_fail(L, "cannot open lock", path);
     if (flock(fd, LOCK_EX | LOCK_NB) == -1) {

@@ -239,6 +239,16 @@ describe("pgr.s3 against radosgw", function()
       assert.is_nil(names:find(".part-", 1, true))
     end)
 
+    it("never writes through a link planted at its temporary name", function()
+      local path = tmpdir .. "/linked.psql"
+      local target = tmpdir .. "/not-mine"
+      writefile(target, "untouched")
+      os.execute(("ln -s %s %s.part-%d"):format(target, path, sys.getpid()))
+      assert(c:get(BUCKET, KEY, path))
+      assert.equals("untouched", readfile(target))
+      assert.equals(data, readfile(path))
+    end)
+
     it("a progress function returning false stops the download and leaves no file", function()
       local path = tmpdir .. "/stopped.psql"
       local res, err = c:get(BUCKET, KEY, path, { progress = function() return false end })

@@ -570,6 +570,11 @@ function M.run(proc, opts)
 
   local ok, err = sys.mkdir(state_dir .. "/runs")
   if ok then ok, err = sys.mkdir(state_dir .. "/locks") end
+  -- secrets are saved here: the directories must be ours alone, not links someone else placed
+  for _, d in ipairs(ok and { state_dir, state_dir .. "/runs", state_dir .. "/locks" } or {}) do
+    ok, err = sys.private_dir(d)
+    if not ok then break end
+  end
   if not ok then
     ui.error(("cannot use the state directory %s: %s (--state-dir or PGR_STATE_DIR chooses another)")
       :format(state_dir, err_text(err)))
@@ -629,6 +634,14 @@ function M.run(proc, opts)
       end
     end
     run_dir, resumed = run.dir, true
+    for _, d in ipairs({ run_dir, run_dir .. "/saved" }) do
+      local private, perr = sys.private_dir(d)
+      if not private then
+        ui.error(("cannot resume run %s: %s"):format(run.id, err_text(perr)))
+        release()
+        return EXIT.failed
+      end
+    end
     opts.source = run.source or {}
     -- how to load (not what) may change on resume
     if src.jobs then opts.source.jobs = src.jobs end
