@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -415,6 +418,18 @@ static int sys_private_dir(lua_State *L)
     return 1;
 }
 
+/* core_dumps() -> dumpable (bool), the core size limit (soft): pgr sets false, 0 at start */
+static int sys_core_dumps(lua_State *L)
+{
+    struct rlimit rl;
+    lua_pushboolean(L, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1);
+    if (getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        lua_pushinteger(L, (lua_Integer)rl.rlim_cur);
+    else
+        lua_pushnumber(L, HUGE_VAL);
+    return 2;
+}
+
 /* executable() -> the absolute path of the running pgr binary (/proc/self/exe) | nil, err */
 static int sys_executable(lua_State *L)
 {
@@ -438,7 +453,7 @@ int luaopen_pgr_sys(lua_State *L)
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
         { "versions", sys_versions }, { "trusted", sys_trusted }, { "private_dir", sys_private_dir },
-        { "executable", sys_executable }, { NULL, NULL } };
+        { "executable", sys_executable }, { "core_dumps", sys_core_dumps }, { NULL, NULL } };
     luaL_newlib(L, fns);
     return 1;
 }

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,4 +163,13 @@ int pgr_trust_private_dir(const char *path, char *why, size_t cap)
         return -1;
     }
     return 0;
+}
+
+int pgr_forbid_core_dumps(void)
+{
+    struct rlimit none = { 0, 0 };
+    int rc = setrlimit(RLIMIT_CORE, &none);
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+        rc = -1;
+    return rc;
 }

@@ -21,4 +21,9 @@ enum { PGR_TRUST_FILE = 0, PGR_TRUST_DIR = 1 };
 int pgr_trust_path(const char *path, int kind, char *why, size_t cap);
 int pgr_trust_private_dir(const char *path, char *why, size_t cap);
 
+/* pgr holds passwords, tokens and keys in memory: no core dump may write them to disk. Sets the
+ * core size limit to 0 and the process not dumpable (PR_SET_DUMPABLE, which also keeps other
+ * users' debuggers out). 0, or -1 with errno. */
+int pgr_forbid_core_dumps(void);
+
 #endif

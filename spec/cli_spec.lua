@@ -211,6 +211,14 @@ describe("pgr.sys", function()
     assert.equals("untouched", io.open(target):read("a"))
   end)
 
+  it("writes no core dump, whatever the limit it was started with: not dumpable, core limit 0", function()
+    local out, rc = run("ulimit -c unlimited 2>/dev/null; " .. PGR .. [[ -e 'local s = require "pgr.sys"
+      print(s.core_dumps())
+      for l in io.lines("/proc/self/limits") do if l:find("^Max core file size") then print(l) end end']])
+    assert.equals(0, rc)
+    assert.matches("^false\t0\nMax core file size +0 +0 +bytes", out)
+  end)
+
   it("creates directories 0700 with their parents", function()
     local d = tmpdir()
     assert(sys.mkdir(d .. "/a/b/c"))

@@ -157,6 +157,7 @@ function M.run(opts)
     timeout = cfg.timeout or 0,
     kill_grace = cfg.kill_grace,
     max_output = cfg.max_output,
+    env_drop = require("pgr.security").CHILD_ENV_DROP,
   }
   local splitters = {}
   for i, h in ipairs(hosts) do

@@ -377,7 +377,8 @@ function M.command(ctx, name)
   local core, lerr = lazy("pgr.fanout.core")
   if not core then return nil, lerr end
   ctx:log("run: " .. table.concat(argv, " "))
-  local run <close> = core.new { fanout = 1, timeout = M.COMMAND_TIMEOUT }
+  local run <close> = core.new { fanout = 1, timeout = M.COMMAND_TIMEOUT,
+    env_drop = require("pgr.security").CHILD_ENV_DROP }
   run:add(argv)
   while run:step(1) > 0 do require("pgr.heartbeat").beat() end
   local r = run:result(1)

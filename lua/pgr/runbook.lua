@@ -199,6 +199,9 @@ local function new_redactor()
     secrets[v] = true
     local okb, b64 = pcall(require, "pgr.base64")
     if okb and b64.encode then secrets[b64.encode(v)] = true end
+    -- as it reads inside JSON text (" and \ escaped): --json events are redacted once encoded
+    local enc = encode(v)
+    if type(enc) == "string" and #enc > 2 then secrets[enc:sub(2, -2)] = true end
   end
   function r.apply(text)
     if type(text) ~= "string" then return text end
@@ -216,6 +219,14 @@ local function new_redactor()
       end
     end
     return text
+  end
+  -- a table with every string in it (keys too) redacted, before it is encoded
+  function r.apply_value(v)
+    if type(v) == "string" then return r.apply(v) end
+    if type(v) ~= "table" then return v end
+    local out = {}
+    for k, x in pairs(v) do out[r.apply_value(k)] = r.apply_value(x) end
+    return setmetatable(out, getmetatable(v))
   end
   return r
 end
@@ -329,7 +340,7 @@ function Ctx:_journal(ev)
   ev.time = ev.time or sys.time()
   ev.at = iso(ev.time)
   if not self.run_dir then return end
-  local line = self._redact.apply(assert(encode(ev)))
+  local line = self._redact.apply(assert(encode(self._redact.apply_value(ev))))
   local ok, err = sys.append_line(self.run_dir .. "/journal.jsonl", line)
   if not ok then error(errors.new("journal", "cannot write the journal: " .. tostring(err)), 0) end
 end

@@ -6,11 +6,16 @@
 -- security.check_endpoint(url, what, opts) -> warns for http:// URLs and opts.insecure; returns url
 --   opts: { insecure = bool, where = "s3.insecure in /etc/pgr/site.lua", secret = "what goes in clear" }
 -- security.notices() -> { text, ... }   what was warned about in this process, in order
+-- security.CHILD_ENV_DROP                 words of variable names a child process (ssh, a site command)
+--   never inherits: pgr's own credentials stay with pgr
 -- security.secret_file(path, what) -> true | nil, err   a file of secrets pgr reads: root's or yours,
 --   readable and writable by no one else (0600 or less), as libpq asks of ~/.pgpass
 local errors = require "pgr.errors"
 
 local M = {}
+
+M.CHILD_ENV_DROP = { "PASSWORD", "PASSWD", "PGPASS", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY",
+                     "API_KEY", "PRIVATE_KEY" }
 
 local seen, list = {}, {}
 

@@ -124,6 +124,13 @@ out=$("$PGR" fanout --site "$D/site.lua" -- 'echo $PGR_NODE' 2>"$D/err"); rc=$?
 same "example site: every node ran the command" "$rc $(sort <<<"$out")" "0 ncn-w001: ncn-w001
 ncn-w002: ncn-w002"
 
+# --- ssh gets pgr's environment without pgr's credentials (AWS keys, PGPASSWORD, tokens)
+printf '#!/bin/sh\nenv\n' > "$D/envssh" && chmod +x "$D/envssh"
+out=$(PGPASSWORD=pg-in-env AWS_SECRET_ACCESS_KEY=aws-in-env AWS_SESSION_TOKEN=tok-in-env PGR_T_KEEP=kept \
+  "$PGR" fanout --ssh "$D/envssh" -w h1 -- true 2>/dev/null)
+same "ssh's environment: an ordinary variable kept" "$(grep -c 'PGR_T_KEEP=kept' <<<"$out")" 1
+same "ssh's environment: no PGPASSWORD, AWS secret or token" "$(grep -c -e pg-in-env -e aws-in-env -e tok-in-env <<<"$out")" 0
+
 # --- a missing ssh program is a per-host failure, not a crash
 "$PGR" fanout --ssh /nonexistent/ssh -w 'a,b' -- true >/dev/null 2>"$D/err"; rc=$?
 same "missing ssh: exit 1 and reason" "$rc $(tail -n1 "$D/err")" \

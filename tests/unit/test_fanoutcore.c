@@ -208,6 +208,39 @@ static void test_timeout_kills_group(void)
     fo_free(r);
 }
 
+static void test_env_drop(void)
+{
+    setenv("PGPASSWORD", "pg-secret", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "aws-secret", 1);
+    setenv("my_api_token", "tok", 1);
+    setenv("PGR_KEEP_ME", "kept", 1);
+    static const char *const drop[] = { "PASSWORD", "SECRET", "TOKEN", NULL };
+    fo_config cfg = config(2, 0);
+    cfg.env_drop = drop;
+    fo_run *r = fo_new(&cfg);
+    const char *argv[] = { "env", NULL };
+    fo_add(r, argv);
+    CHECK(run_all(r, NULL, NULL) == 0, "env: runs");
+    const char *out = fo_get(r, 0)->data[FO_STDOUT] ? fo_get(r, 0)->data[FO_STDOUT] : "";
+    CHECK(strstr(out, "PGR_KEEP_ME=kept") != NULL, "env: an ordinary variable is passed");
+    CHECK(strstr(out, "pg-secret") == NULL && strstr(out, "aws-secret") == NULL && strstr(out, "tok") == NULL,
+          "env: PGPASSWORD, AWS_SECRET_ACCESS_KEY and a lower-case *_token are not passed");
+    CHECK(strstr(out, "PATH=") != NULL, "env: PATH is passed");
+    fo_free(r);
+    /* without env_drop: the whole environment */
+    cfg.env_drop = NULL;
+    r = fo_new(&cfg);
+    fo_add(r, argv);
+    CHECK(run_all(r, NULL, NULL) == 0, "env: runs again");
+    out = fo_get(r, 0)->data[FO_STDOUT] ? fo_get(r, 0)->data[FO_STDOUT] : "";
+    CHECK(strstr(out, "PGPASSWORD=pg-secret") != NULL, "env: no env_drop, every variable");
+    fo_free(r);
+    unsetenv("PGPASSWORD");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("my_api_token");
+    unsetenv("PGR_KEEP_ME");
+}
+
 static void on_alarm(int sig) { (void)sig; }
 
 static void test_stop_and_interrupt(void)
@@ -253,5 +286,6 @@ int main(void)
     test_fanout_limit();
     test_timeout_kills_group();
     test_stop_and_interrupt();
+    test_env_drop();
     return tap_done();
 }
