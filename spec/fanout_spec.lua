@@ -239,6 +239,25 @@ describe("pgr.fanout against sshd nodes", function()
     assert.equals("quick\n", r.hosts[2].stdout)
   end)
 
+  it("shows output without newlines in pieces of at most MAX_LINE bytes, losing nothing", function()
+    -- a stand-in for ssh that writes 3 MB on one line, then a short line, then a last one without "\n"
+    local fake = tmp .. "/longline-ssh"
+    local f = assert(io.open(fake, "w"))
+    f:write("#!/bin/sh\nhead -c 3000000 /dev/zero | tr '\\000' x; printf '\\nshort\\nlast'\n")
+    f:close()
+    os.execute("chmod 755 " .. fake)
+    local lines = {}
+    local r = assert(fanout.run { hosts = "h1", command = "true", ssh = fake, max_output = 100,
+      on_output = function(_, stream, line) if stream == "stdout" then lines[#lines + 1] = line end end })
+    assert.is_true(r.hosts[1].ok)
+    local longest = 0
+    for _, l in ipairs(lines) do longest = math.max(longest, #l) end
+    assert.is_true(longest <= fanout.MAX_LINE, ("a piece of %d bytes"):format(longest))
+    assert.equals(("x"):rep(3000000) .. "\nshort\nlast", table.concat(lines, "", 1, #lines - 2) .. "\n"
+      .. lines[#lines - 1] .. "\n" .. lines[#lines])
+    assert.equals(math.ceil(3000000 / fanout.MAX_LINE) + 2, #lines)
+  end)
+
   it("reports a missing ssh program per host", function()
     local r = assert(fanout.run({ hosts = "a", command = "true", ssh = "/nonexistent/ssh" }))
     assert.equals("spawn_failed", r.hosts[1].outcome)
