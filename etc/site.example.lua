@@ -24,6 +24,17 @@ return {
     -- insecure = true would skip the certificate check: pgr warns on every use; give the CA instead.
   },
 
+  -- The database pods: Spilo serves TLS with a certificate of its own. "require" (the default) uses
+  -- TLS and sends the password only inside SCRAM with channel binding (no cleartext or md5 login a
+  -- man in the middle could take or relay); "verify-ca"/"verify-full" also check the certificate
+  -- against sslrootcert, the CA (PEM) that signed the pods' certificates (e.g. taken from the
+  -- cluster's TLS secret), and then let md5-kept passwords (PostgreSQL 13 and older) log in.
+  -- "prefer" (TLS if offered) and channel_binding = "prefer" are fallbacks pgr warns about on every run.
+  postgres = {
+    sslmode = "require",
+    -- sslmode = "verify-ca", sslrootcert = "/etc/pgr/spilo-ca.crt",
+  },
+
   -- Connections that load the dump's tables side by side, then build their indexes side by side
   -- (pgr run --jobs N wins). 1 is psql's way; 2-4 shortens the restore of a dump with several large
   -- tables when the database pod has the CPUs for it. From S3 the dump is read once (with a

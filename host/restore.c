@@ -1813,11 +1813,31 @@ static int do_connect(struct exec *x, const char *args, const struct script_pos 
                 ok = 0;
                 break;
             }
-            for (PQconninfoOption *o = opts; o->keyword; o++)
+            const char *moved = NULL;
+            for (PQconninfoOption *o = opts; o->keyword && !moved; o++)
+                if (o->val && strcmp(o->keyword, "dbname") != 0 && strcmp(o->keyword, "user") != 0)
+                    moved = o->keyword;
+            for (PQconninfoOption *o = opts; o->keyword && !moved; o++)
                 if (o->val && params_set(&np, o->keyword, o->val) < 0)
                     ok = 0;
+            if (moved) {
+                /* the password goes with the connection: a dump never chooses where it goes */
+                fatal(x, "connect", pos->line, pos->offset, "\\connect at line %ld sets %s: a dump may change "
+                      "the database or the user, never the server or how pgr reaches it (host, port, TLS, "
+                      "password); is the dump tampered with?", pos->line, moved);
+                ok = 0;
+            }
             PQconninfoFree(opts);
+            if (moved)
+                break;
             continue;
+        }
+        if (k >= 2) {
+            fatal(x, "connect", pos->line, pos->offset, "\\connect at line %ld names the %s %s: a dump may "
+                  "change the database or the user, never the server; is the dump tampered with?", pos->line,
+                  names[k], w[i]);
+            ok = 0;
+            break;
         }
         ok = params_set(&np, names[k], w[i]) == 0;
     }

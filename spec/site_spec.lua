@@ -59,6 +59,12 @@ describe("pgr.site", function()
       { [[return { ssh = { options = { "-o" } } }]], "ssh.options[1] -o needs its argument as the next word" },
       { [[return { ssh = { options = { "-F", "cfg", "BatchMode=no" } } }]], 'ssh.options[3] "BatchMode=no" is not an ssh option' },
       { [[return { ssh = { options = { o = "x" } } }]], "ssh.options must be a list of ssh arguments" },
+      { [[return { postgres = { ssl_mode = "require" } }]], "postgres.ssl_mode is not a field of postgres (known: channel_binding, sslmode, sslrootcert)" },
+      { [[return { postgres = { sslmode = "verify" } }]], "postgres.sslmode must be one of require, verify-ca, verify-full" },
+      { [[return { postgres = { sslmode = "verify-ca" } }]], 'postgres.sslrootcert is needed with sslmode "verify-ca"' },
+      { [[return { postgres = { sslmode = "verify-full", sslrootcert = "/nonexistent/ca.crt" } }]],
+        "postgres.sslrootcert /nonexistent/ca.crt cannot be read" },
+      { [[return { postgres = { channel_binding = "yes" } }]], "postgres.channel_binding must be require, prefer or disable" },
     } do
       local p = tmpfile(case[1])
       local s, err = site.load(p)

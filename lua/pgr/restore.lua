@@ -238,13 +238,17 @@ function M.master(ctx)
     ctx.svc.cluster, ctx.svc.namespace, spilo_selector(ctx.svc, "master"))
 end
 
+-- TLS as the site asks (pgr.security.pg_tls: require, with channel binding, unless it says more or less)
 local function conn_params(ctx, pod, opts)
+  local tls = require("pgr.security").pg_tls(ctx.site, ctx.svc)
   return {
     host = field(pod, "status", "podIP"), port = tostring(ctx.svc.port or 5432),
     user = opts.user or "postgres", password = opts.password, dbname = opts.dbname or "postgres",
-    connect_timeout = "10", sslmode = ctx.svc.sslmode or "prefer", application_name = "pgr",
+    connect_timeout = "10", sslmode = tls.sslmode, channel_binding = tls.channel_binding,
+    sslrootcert = tls.sslrootcert, application_name = "pgr",
   }
 end
+M.conn_params = conn_params
 
 function M.connect(ctx, opts)
   local pg, err = lazy("pgr.pg")
@@ -252,7 +256,10 @@ function M.connect(ctx, opts)
   local pod
   pod, err = M.master(ctx)
   if not pod then return nil, err end
-  return pg.connect(conn_params(ctx, pod, opts))
+  local conn
+  conn, err = pg.connect(conn_params(ctx, pod, opts))
+  if not conn then return nil, require("pgr.security").pg_hint(err) end
+  return conn
 end
 
 local function current_password(ctx, user)

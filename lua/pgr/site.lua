@@ -24,6 +24,9 @@
 --   restore_jobs  connections that load the dump's tables side by side (default 1; pgr run --jobs wins)
 --   lease_seconds how long the cluster's lease (pgr.lease) outlives a pgr that stopped renewing it (default 300)
 --   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
+--   postgres    { sslmode="require" | "verify-ca" | "verify-full" (| "prefer"...: warned), sslrootcert=PATH
+--                 (the CA of the pods' certificates, for verify-*), channel_binding= (default: require
+--                 with sslmode require) } for the connections to the database pods
 --   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil,
 --                 insecure=false (warned on every use) }
 --   The file itself must be root's or yours and writable by no one else (pgr.sys.trusted).
@@ -40,6 +43,8 @@ M.DEFAULTS = {
   nodes = nil,
   ssh = { user = "root", port = nil, identity = nil, options = {}, fanout = 32, timeout = 60 },
   s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil, readahead_mb = 32 },
+  -- the database pods: TLS as Spilo serves it (see pgr.security.pg_tls)
+  postgres = { sslmode = "prefer", channel_binding = nil, sslrootcert = nil },
   state_dir = nil,
   restore_jobs = 1,
   lease_seconds = 300,
@@ -99,7 +104,8 @@ local function check_url(v)
 end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
-                context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true }
+                context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true,
+                postgres = true }
 
 -- The fields of the sub-tables, checked as the top-level ones are: a misspelt key is an error that
 -- names it, never a setting silently ignored.
@@ -109,7 +115,12 @@ local KNOWN_SUB = {
           "virtual_host" },
   ["s3.credentials"] = { "access_key", "file", "secret", "secret_key" },
   keycloak = { "client_id", "credentials_file", "insecure", "token_url" },
+  postgres = { "channel_binding", "sslmode", "sslrootcert" },
 }
+
+local SSLMODES = { disable = true, allow = true, prefer = true, require = true, ["verify-ca"] = true,
+                   ["verify-full"] = true }
+local CHANNEL_BINDINGS = { disable = true, prefer = true, require = true }
 
 local function unknown_key(t, name, path)
   if type(t) ~= "table" then return nil end
@@ -161,7 +172,7 @@ local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
       return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "lease_seconds, nodes, restore_jobs, s3, ssh, state_dir)")
+        .. "lease_seconds, nodes, postgres, restore_jobs, s3, ssh, state_dir)")
     end
   end
   for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
@@ -177,11 +188,11 @@ local function validate(t, path)
   if ls ~= nil and (math.type(ls) ~= "integer" or ls < 1 or ls > 86400) then
     return fail(path, "lease_seconds", "must be a whole number of seconds from 1 to 86400")
   end
-  for _, f in ipairs({ "ssh", "s3", "keycloak", "commands" }) do
+  for _, f in ipairs({ "ssh", "s3", "keycloak", "commands", "postgres" }) do
     local e = opt_type(t[f], "table")
     if e then return fail(path, f, e) end
   end
-  for _, name in ipairs({ "ssh", "s3", "keycloak" }) do
+  for _, name in ipairs({ "ssh", "s3", "keycloak", "postgres" }) do
     local ok, e = unknown_key(t[name], name, path)
     if ok == nil and e then return nil, e end
   end
@@ -193,6 +204,27 @@ local function validate(t, path)
     local top, sub = f:match("^(%w+)%.(.+)$")
     local v = t[top] and t[top][sub]
     if v ~= nil and type(v) ~= "boolean" then return fail(path, f, "must be true or false") end
+  end
+  if t.postgres then
+    local pgs = t.postgres
+    if pgs.sslmode ~= nil and not SSLMODES[pgs.sslmode] then
+      return fail(path, "postgres.sslmode", "must be one of require, verify-ca, verify-full (or, for databases "
+        .. "without TLS, prefer, allow, disable)")
+    end
+    if pgs.channel_binding ~= nil and not CHANNEL_BINDINGS[pgs.channel_binding] then
+      return fail(path, "postgres.channel_binding", "must be require, prefer or disable")
+    end
+    local e = opt_type(pgs.sslrootcert, "string")
+    if e then return fail(path, "postgres.sslrootcert", e) end
+    if (pgs.sslmode == "verify-ca" or pgs.sslmode == "verify-full") and not pgs.sslrootcert then
+      return fail(path, "postgres.sslrootcert", ("is needed with sslmode %q: the CA that signed the database "
+        .. "pods' certificates (PEM)"):format(pgs.sslmode))
+    end
+    if pgs.sslrootcert then
+      local f = io.open(pgs.sslrootcert, "r")
+      if not f then return fail(path, "postgres.sslrootcert", ("%s cannot be read"):format(pgs.sslrootcert)) end
+      f:close()
+    end
   end
   if t.ssh then
     if t.ssh.program ~= nil and (type(t.ssh.program) ~= "string" or t.ssh.program == "") then
