@@ -21,9 +21,13 @@ local function read(path)
   return s
 end
 
--- a ctx as the runbook gives restore.conn_params: the site, the service, a pod with an IP
+-- a ctx as the runbook gives restore.conn_params: the site, the service, a pod with an IP; the
+-- cluster's postgresql object (opts.version: its PostgreSQL major, 15 unless given)
 local function params(site, host, port, opts)
-  local ctx = { site = site, svc = { port = port } }
+  opts = opts or {}
+  local ctx = { site = site, svc = { port = port }, saved = {
+    ["postgresql.json"] = { spec = { postgresql = { version = tostring(opts.version or 15) } } } } }
+  opts.version = nil
   local pod = { status = { podIP = host } }
   opts = opts or {}
   opts.password = opts.password or SECRET
@@ -144,7 +148,23 @@ describe("connections to the database pods", function()
     c = assert(connect({ postgres = { sslmode = "require", channel_binding = "prefer" } }, tls.host, tls.port,
       { user = "md5user", password = "md5-Pw" }))
     c:close()
-    assert.matches("may go without channel binding", security.notices()[1], 1, true)
+    assert.matches('go without channel binding (postgres.channel_binding = "prefer" in the site file)',
+      security.notices()[1], 1, true)
+  end)
+
+  it("asks for channel binding only where the cluster keeps SCRAM verifiers (PostgreSQL 14+)", function()
+    local site = { postgres = { sslmode = "require" } }
+    assert.equals("require", params(site, tls.host, tls.port, { version = 14 }).channel_binding)
+    assert.same({}, security.notices())
+    -- a PostgreSQL 13 cluster keeps md5 passwords: no SCRAM, so no channel binding, said on every run
+    assert.equals("prefer", params(site, tls.host, tls.port, { version = 13 }).channel_binding)
+    local c = assert(connect(site, tls.host, tls.port, { user = "md5user", password = "md5-Pw", version = 13 }))
+    c:close()
+    assert.matches("the cluster keeps md5 passwords (PostgreSQL 13 or older)", security.notices()[1], 1, true)
+    -- TLS still required there: the man in the middle without TLS gets nothing
+    local m = fake("notls", "127.21.7.6")
+    assert.is_nil(connect(site, m.addr, m.port, { version = 13 }))
+    assert.is_nil(read(m.log):find("password", 1, true))
   end)
 
   it("refuses a server without TLS unless the site says so", function()

@@ -238,9 +238,24 @@ function M.master(ctx)
     ctx.svc.cluster, ctx.svc.namespace, spilo_selector(ctx.svc, "master"))
 end
 
+-- Whether the cluster keeps SCRAM verifiers, as its postgresql object says (password_encryption, else
+-- PostgreSQL 14+): only then can a login use channel binding. Unknown is taken as SCRAM.
+local function uses_scram(ctx)
+  if ctx._pg_scram == nil then
+    local obj = ctx.saved and ctx.saved["postgresql.json"]
+    if not obj and ctx.k8s and ctx.svc.cluster then obj = ctx.k8s:get("postgresql", ctx.svc.cluster) end
+    local pe = field(obj, "spec", "postgresql", "parameters", "password_encryption")
+    local v = tonumber(field(obj, "spec", "postgresql", "version"))
+    if pe then ctx._pg_scram = pe == "scram-sha-256"
+    elseif v then ctx._pg_scram = v >= 14
+    else ctx._pg_scram = true end
+  end
+  return ctx._pg_scram
+end
+
 -- TLS as the site asks (pgr.security.pg_tls: require, with channel binding, unless it says more or less)
 local function conn_params(ctx, pod, opts)
-  local tls = require("pgr.security").pg_tls(ctx.site, ctx.svc)
+  local tls = require("pgr.security").pg_tls(ctx.site, ctx.svc, uses_scram(ctx))
   return {
     host = field(pod, "status", "podIP"), port = tostring(ctx.svc.port or 5432),
     user = opts.user or "postgres", password = opts.password, dbname = opts.dbname or "postgres",

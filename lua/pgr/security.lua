@@ -8,7 +8,7 @@
 -- security.notices() -> { text, ... }   what was warned about in this process, in order
 -- security.CHILD_ENV_DROP                 words of variable names a child process (ssh, a site command)
 --   never inherits: pgr's own credentials stay with pgr
--- security.pg_tls(site, svc) -> { sslmode=, channel_binding=, sslrootcert= } for the database pods:
+-- security.pg_tls(site, svc, scram) -> { sslmode=, channel_binding=, sslrootcert= } for the database pods:
 --   the site's postgres table over the defaults; what weakens it is warned about
 -- security.pg_hint(err) -> err with what to do when the policy refused a server
 -- security.secret_file(path, what) -> true | nil, err   a file of secrets pgr reads: root's or yours,
@@ -69,19 +69,24 @@ end
 local WEAK = { disable = true, allow = true, prefer = true }
 local VERIFIED = { ["verify-ca"] = true, ["verify-full"] = true }
 
-function M.pg_tls(site, svc)
+-- scram: whether the cluster keeps SCRAM verifiers (PostgreSQL 14+, or its password_encryption), as
+-- its postgresql object says (false: md5, where no login can use channel binding; nil: unknown, taken
+-- as SCRAM, the safe side).
+function M.pg_tls(site, svc, scram)
   local p = (type(site) == "table" and type(site.postgres) == "table") and site.postgres or {}
   local sslmode = p.sslmode or (svc and svc.sslmode) or "require"
-  local cb = p.channel_binding or (sslmode == "require" and "require" or "prefer")
+  local cb = p.channel_binding or ((sslmode == "require" and scram ~= false) and "require" or "prefer")
   local where = site and site.path or "the site file"
   if WEAK[sslmode] then
     M.insecure("pg sslmode " .. sslmode, ("PostgreSQL connections to the database pods may go without TLS "
       .. "(postgres.sslmode = %q in %s): a man in the middle can ask for the passwords in clear; Spilo "
       .. "always serves TLS (use \"require\", or \"verify-ca\" with postgres.sslrootcert)"):format(sslmode, where))
   elseif cb ~= "require" and not VERIFIED[sslmode] then
-    M.insecure("pg channel_binding " .. cb, ("PostgreSQL logins to the database pods may go without channel "
-      .. "binding (postgres.channel_binding = %q in %s) over TLS whose certificate is not checked: a man in "
-      .. "the middle can relay them (give the pods' CA: postgres.sslmode = \"verify-ca\")"):format(cb, where))
+    local why = p.channel_binding and ("postgres.channel_binding = %q in %s"):format(cb, where)
+      or "the cluster keeps md5 passwords (PostgreSQL 13 or older): SCRAM, and so channel binding, is not possible"
+    M.insecure("pg channel_binding " .. cb, ("PostgreSQL logins to the database pods go without channel "
+      .. "binding (%s) over TLS whose certificate is not checked: a man in the middle posing as the pod "
+      .. "can take or relay them (give the pods' CA: postgres.sslmode = \"verify-ca\")"):format(why))
   end
   return { sslmode = sslmode, channel_binding = cb, sslrootcert = p.sslrootcert }
 end
@@ -90,8 +95,8 @@ function M.pg_hint(err)
   if type(err) ~= "table" or type(err.message) ~= "string" then return err end
   local m = err.message
   if m:find("channel binding", 1, true) then
-    err.message = m .. " -- the server did not offer SCRAM with channel binding (passwords kept as md5, "
-      .. "PostgreSQL 13 or older?), so pgr sent no password: give the site the pods' CA (postgres = { "
+    err.message = m .. " -- the server did not offer SCRAM with channel binding (a role kept as md5, "
+      .. "e.g. restored from an older dump?), so pgr sent no password: give the site the pods' CA (postgres = { "
       .. "sslmode = \"verify-ca\", sslrootcert = PATH }), or accept that a man in the middle could relay "
       .. "the login with postgres.channel_binding = \"prefer\""
   elseif m:find("does not support SSL", 1, true) then
