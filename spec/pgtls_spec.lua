@@ -97,6 +97,23 @@ describe("connections to the database pods", function()
     assert.is_nil(read(m.log):find(SECRET, 1, true))
   end)
 
+  it("with the default settings (no postgres table in the site file), no man in the middle gets a password",
+    function()
+      local defaults = assert(require("pgr.site").load("/dev/null"))
+      for _, mode in ipairs { "notls", "tls-cleartext", "tls-md5" } do
+        local m = fake(mode, "127.21.7.5")
+        local c = connect(defaults, m.addr, m.port)
+        assert.is_nil(c)
+        assert.is_nil(read(m.log):find("password", 1, true), mode .. ": " .. read(m.log))
+      end
+      local p = params(defaults, tls.host, tls.port)
+      assert.equals("require", p.sslmode)
+      assert.equals("require", p.channel_binding)
+      local c = assert(connect(defaults, tls.host, tls.port, { password = tls.password }))
+      c:close()
+      assert.same({}, security.notices())
+    end)
+
   it("over TLS it cannot check, a cleartext or md5 request gets no password: only SCRAM with channel binding",
     function()
       for _, mode in ipairs { "tls-cleartext", "tls-md5" } do

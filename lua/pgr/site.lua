@@ -44,7 +44,7 @@ M.DEFAULTS = {
   ssh = { user = "root", port = nil, identity = nil, options = {}, fanout = 32, timeout = 60 },
   s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil, readahead_mb = 32 },
   -- the database pods: TLS as Spilo serves it (see pgr.security.pg_tls)
-  postgres = { sslmode = "prefer", channel_binding = nil, sslrootcert = nil },
+  postgres = { sslmode = "require", channel_binding = nil, sslrootcert = nil },
   state_dir = nil,
   restore_jobs = 1,
   lease_seconds = 300,

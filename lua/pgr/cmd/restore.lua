@@ -35,7 +35,7 @@ TLS: --conn is libpq's own, with libpq's defaults: sslmode=prefer uses TLS when 
 offers it, checks no certificate, and sends the password in clear to a server (or a man in the
 middle) that refuses TLS. Say what you need in CONNINFO, e.g. 'sslmode=verify-full
 sslrootcert=ca.pem' or 'sslmode=require channel_binding=require'. (pgr run connects to the
-database pods as the site file's postgres settings say.)]],
+database pods as the site file's postgres settings say: TLS required by default.)]],
   flags = {
     { name = "conn", short = "c", value = "CONNINFO", help = "libpq connection string or URI" },
     { name = "jobs", short = "j", value = "N", help = "parallel loading connections (file or s3://)" },
