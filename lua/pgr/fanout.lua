@@ -113,9 +113,14 @@ M.MAX_LINE = 65536
 -- the new data is searched, and the unfinished line is kept as pieces, joined once.
 local function line_splitter(emit)
   local parts, size = {}, 0
+  -- a whole line, in pieces of at most MAX_LINE
+  local function emit_line(line)
+    if #line <= M.MAX_LINE then return emit(line) end
+    for at = 1, #line, M.MAX_LINE do emit(line:sub(at, at + M.MAX_LINE - 1)) end
+  end
   return function(data)
     if data == nil then
-      if size > 0 then emit(table.concat(parts)) end
+      if size > 0 then emit_line(table.concat(parts)) end
       parts, size = {}, 0
       return
     end
@@ -125,10 +130,10 @@ local function line_splitter(emit)
       if not nl then break end
       if size > 0 then
         parts[#parts + 1] = data:sub(pos, nl - 1)
-        emit(table.concat(parts))
+        emit_line(table.concat(parts))
         parts, size = {}, 0
       else
-        emit(data:sub(pos, nl - 1))
+        emit_line(data:sub(pos, nl - 1))
       end
       pos = nl + 1
     end
@@ -137,13 +142,14 @@ local function line_splitter(emit)
       size = size + #data - pos + 1
     end
     if size > M.MAX_LINE then
+      -- whole pieces go now; the rest (at most MAX_LINE, never empty) waits for more
       local all, at = table.concat(parts), 1
       while #all - at + 1 > M.MAX_LINE do
         emit(all:sub(at, at + M.MAX_LINE - 1))
         at = at + M.MAX_LINE
       end
       local tail = all:sub(at)
-      parts, size = tail ~= "" and { tail } or {}, #tail
+      parts, size = { tail }, #tail
     end
   end
 end
