@@ -5,7 +5,8 @@ return {
   nodes = "ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]",
 
   -- How pgr reaches the nodes: ssh as this user; at most `fanout` at once; seconds per node.
-  ssh = { user = "root", fanout = 32, timeout = 60, options = { "StrictHostKeyChecking=yes" } },
+  -- options are ssh's own argument words, each option with its "-" ("-o", "Key=value").
+  ssh = { user = "root", fanout = 32, timeout = 60, options = { "-o", "StrictHostKeyChecking=yes" } },
 
   -- Where the postgres-backup bucket lives (the cronjobs' S3), and whose keys read it.
   s3 = {
@@ -18,6 +19,20 @@ return {
     -- MiB of the dump read ahead of the database's load (0: none), so the network and the load
     -- overlap; with restore_jobs > 1 as much again is held for the loading connections
     readahead_mb = 32,
+    -- The CA that signed the endpoint's certificate (default: the system's CA store).
+    -- ca_bundle = "/etc/pki/trust/anchors/platform-ca-certs.crt",
+    -- insecure = true would skip the certificate check: pgr warns on every use; give the CA instead.
+  },
+
+  -- The database pods: Spilo serves TLS with a certificate of its own. "require" (the default) uses
+  -- TLS and sends the password only inside SCRAM with channel binding (no cleartext or md5 login a
+  -- man in the middle could take or relay); "verify-ca"/"verify-full" also check the certificate
+  -- against sslrootcert, the CA (PEM) that signed the pods' certificates (e.g. taken from the
+  -- cluster's TLS secret), and then let md5-kept passwords (PostgreSQL 13 and older) log in.
+  -- "prefer" (TLS if offered) and channel_binding = "prefer" are fallbacks pgr warns about on every run.
+  postgres = {
+    sslmode = "require",
+    -- sslmode = "verify-ca", sslrootcert = "/etc/pgr/spilo-ca.crt",
   },
 
   -- Connections that load the dump's tables side by side, then build their indexes side by side
@@ -45,7 +60,8 @@ return {
   keycloak = {
     token_url = "https://api-gw-service-nmn.local/keycloak/realms/shasta/protocol/openid-connect/token",
     client_id = "shasta",
-    -- credentials_file = "/root/.pgr-keycloak",
+    -- credentials_file = "/root/.pgr-keycloak",   -- refused unless root's or yours, mode 0600
+    -- insecure = true would skip the certificate check: pgr warns on every use.
   },
 
   -- External commands of the services' last steps: an argv list (run directly), a string (run by

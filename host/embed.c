@@ -1,6 +1,9 @@
 /* embed.c — makes the embedded Lua library and the native bindings loadable with require.
- * Order of search: package.preload (C bindings), PGR_PATH dirs, /etc/pgr/lua, embedded, package.path. */
+ * Order of search: package.preload (C bindings), PGR_PATH dirs, /etc/pgr/lua, embedded, package.path.
+ * pgr runs as root: a module from disk loads only from a place no other user may write (trust.h),
+ * and nothing loads relative to the current directory. */
 #include "embed.h"
+#include "trust.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -39,6 +42,9 @@ static int try_dir(lua_State *L, const char *dir, size_t dirlen, const char *nam
             continue;
         }
         fclose(f);
+        char why[1024];
+        if (pgr_trust_path(file, PGR_TRUST_FILE, why, sizeof why) == -1)
+            luaL_error(L, "refusing to load module '%s' from '%s': %s", name, file, why);
         if (luaL_loadfile(L, file) != LUA_OK)
             luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
                        lua_tostring(L, -1));
@@ -95,10 +101,39 @@ static int embedded_list(lua_State *L)
     return 1;
 }
 
+/* package.path / cpath without the entries relative to the current directory (Lua's "./?.lua",
+ * "./?.so"): `pgr bakcups` run as root in a user's directory must not load ./pgr/cmd/bakcups.lua. */
+static void drop_relative(lua_State *L, const char *field)
+{
+    lua_getfield(L, -1, field);
+    const char *path = lua_tostring(L, -1);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int first = 1;
+    for (const char *p = path ? path : ""; *p;) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > 0 && p[0] == '/') {
+            if (!first)
+                luaL_addchar(&b, ';');
+            luaL_addlstring(&b, p, len);
+            first = 0;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    luaL_pushresult(&b);
+    lua_setfield(L, -3, field);
+    lua_pop(L, 1);
+}
+
 void pgr_embed_open(lua_State *L)
 {
     luaL_openlibs(L);
     lua_getglobal(L, "package");
+    drop_relative(L, "path");
+    drop_relative(L, "cpath");
     lua_getfield(L, -1, "preload");
     for (const struct pgr_preload *p = pgr_preloads; p->module; p++) {
         lua_pushcfunction(L, p->open);

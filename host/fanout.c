@@ -20,7 +20,7 @@ static run_ud *check_run(lua_State *L)
     return u;
 }
 
-/* new{fanout=32, timeout=0 (none), kill_grace=1, max_output=1048576} -> run */
+/* new{fanout=32, timeout=0 (none), kill_grace=1, max_output=1048576, env_drop={"PASSWORD", ...}} -> run */
 static int core_new(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1))
@@ -41,6 +41,28 @@ static int core_new(lua_State *L)
         return luaL_argerror(L, 1, "field 'kill_grace' must be between 0 and 1e6 seconds");
     cfg.fanout = (int)fanout;
     cfg.max_output = (size_t)max_output;
+    /* env_drop: the words of variable names the children must not get (read during fo_new only) */
+    const char *drop[65];
+    cfg.env_drop = NULL;
+    int has_opts = !lua_isnoneornil(L, 1);
+    if (has_opts && lua_getfield(L, 1, "env_drop") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            return luaL_argerror(L, 1, "field 'env_drop' must be a list of strings");
+        lua_Integer n = luaL_len(L, -1);
+        if (n < 0 || n > 64)
+            return luaL_argerror(L, 1, "field 'env_drop' holds at most 64 words");
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_argerror(L, 1, "field 'env_drop' must be a list of strings");
+            drop[i - 1] = lua_tostring(L, -1);
+            lua_pop(L, 1); /* still referenced by the table, which arg 1 keeps alive */
+        }
+        drop[n] = NULL;
+        cfg.env_drop = drop;
+    }
+    if (has_opts)
+        lua_pop(L, 1);
     run_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->r = NULL;
     luaL_setmetatable(L, RUN_MT);

@@ -2,6 +2,7 @@
  * process groups, the poll() loop over their pipes and pidfds, deadlines, and killing/reaping. */
 #include "fanoutcore.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -38,6 +39,7 @@ struct fo_run {
     size_t pcap;
     char *prog_name, *prog_path; /* the last program resolved in PATH (usually every child's) */
     int prog_errno;
+    char **envp;    /* the children's environment (cfg.env_drop applied), or NULL: environ */
     char buf[65536];
 };
 
@@ -48,12 +50,54 @@ static double mono(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Whether the variable "NAME=value" has a name holding one of the (upper-case) words. */
+static int env_dropped(const char *var, const char *const *words)
+{
+    char name[256];
+    size_t n = 0;
+    for (; var[n] && var[n] != '=' && n < sizeof name - 1; n++)
+        name[n] = (char)toupper((unsigned char)var[n]);
+    name[n] = '\0';
+    for (const char *const *w = words; *w; w++)
+        if (**w && strstr(name, *w))
+            return 1;
+    return 0;
+}
+
+static char **filtered_env(const char *const *words)
+{
+    size_t n = 0;
+    for (char **e = environ; e && *e; e++)
+        n++;
+    char **out = calloc(n + 1, sizeof *out);
+    if (!out)
+        return NULL;
+    size_t k = 0;
+    for (char **e = environ; e && *e; e++) {
+        if (env_dropped(*e, words))
+            continue;
+        if (!(out[k] = strdup(*e))) {
+            while (k > 0)
+                free(out[--k]);
+            free(out);
+            return NULL;
+        }
+        k++;
+    }
+    return out;
+}
+
 fo_run *fo_new(const fo_config *cfg)
 {
     fo_run *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
     r->cfg = *cfg;
+    r->cfg.env_drop = NULL; /* not kept: the words need not outlive this call */
+    if (cfg->env_drop && !(r->envp = filtered_env(cfg->env_drop))) {
+        free(r);
+        return NULL;
+    }
     if (r->cfg.fanout < 1)
         r->cfg.fanout = 1;
     if (r->cfg.kill_grace <= 0)
@@ -302,7 +346,7 @@ static void start(fo_run *r, size_t i, fo_event_fn fn, void *ud)
         posix_spawnattr_setpgroup(&at, 0);
         posix_spawnattr_setsigdefault(&at, &all);
         posix_spawnattr_setsigmask(&at, &none);
-        rc = posix_spawn(&c->res.pid, prog, &fa, &at, c->argv, environ);
+        rc = posix_spawn(&c->res.pid, prog, &fa, &at, c->argv, r->envp ? r->envp : environ);
         posix_spawn_file_actions_destroy(&fa);
         posix_spawnattr_destroy(&at);
     }
@@ -517,5 +561,8 @@ void fo_free(fo_run *r)
     free(r->pmap);
     free(r->prog_name);
     free(r->prog_path);
+    for (char **e = r->envp; e && *e; e++)
+        free(*e);
+    free(r->envp);
     free(r);
 }

@@ -13,6 +13,10 @@ typedef struct {
     double timeout;    /* seconds a child may run before its process group is killed; <= 0: none */
     double kill_grace; /* seconds between SIGTERM and SIGKILL (timeout and stop); <= 0: 1 second */
     size_t max_output; /* bytes kept per stream per child; the rest is counted and dropped */
+    /* The children's environment is ours without every variable whose name, upper-cased, holds
+     * one of these (NULL-terminated; NULL: the whole environment), e.g. "PASSWORD", "SECRET". Read
+     * by fo_new only. */
+    const char *const *env_drop;
 } fo_config;
 
 enum fo_state { FO_PENDING, FO_RUNNING, FO_DONE };

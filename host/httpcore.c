@@ -412,6 +412,9 @@ static int setup(pgr_http_client *c, const pgr_http_request *req, pgr_http_respo
     SET(CURLOPT_WRITEDATA, c);
     SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    /* The path goes out as the caller built it: libcurl would otherwise resolve "." and ".."
+     * segments, turning a request on an object into one on its collection or namespace. */
+    SET(CURLOPT_PATH_AS_IS, 1L);
     SET(CURLOPT_USERAGENT, c->cfg.user_agent ? c->cfg.user_agent : "pgr/" PGR_VERSION);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_OPENSOCKETFUNCTION, open_socket);

@@ -1,6 +1,7 @@
 /* main.c — pgr's entry point: builds the Lua state, loads the bindings and the embedded library,
  * and hands argv to pgr.cli, which owns every command. Errors get a traceback, as lua.c does. */
 #include "embed.h"
+#include "trust.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -66,6 +67,8 @@ static int pmain(lua_State *L)
 
 int main(int argc, char **argv)
 {
+    /* before any secret is read: a crash must not leave passwords in a core file */
+    pgr_forbid_core_dumps();
     lua_State *L = luaL_newstate();
     if (L == NULL) {
         fprintf(stderr, "pgr: cannot create Lua state: not enough memory\n");

@@ -1070,8 +1070,21 @@ static void progress(struct exec *x, int force)
     x->o->on_progress(x->o->ud, &p);
 }
 
+/* The length of a dollar-quote tag at s ("$$", "$pw$"), 0 when s does not start one. */
+static size_t dollar_tag(const char *s)
+{
+    if (*s != '$')
+        return 0;
+    size_t i = 1;
+    if (isalpha((unsigned char)s[i]) || s[i] == '_' || (unsigned char)s[i] >= 0x80)
+        while (isalnum((unsigned char)s[i]) || s[i] == '_' || (unsigned char)s[i] >= 0x80)
+            i++;
+    return s[i] == '$' ? i + 1 : 0;
+}
+
 /* The statement as an error report shows it: its first line, at most 200 bytes, and a
- * PASSWORD '...' literal (an md5 verifier logs in as well as the password) as '***'. */
+ * PASSWORD literal (an md5 verifier logs in as well as the password) as '***': '...', E'...',
+ * U&'...' and $tag$...$tag$ alike. */
 static char *first_line(const char *sql)
 {
     const char *e = strchr(sql, '\n');
@@ -1091,8 +1104,21 @@ static char *first_line(const char *sql)
         char *q = p;
         while (isspace((unsigned char)*q))
             q++;
+        size_t tag = dollar_tag(q);
+        if (tag) {
+            /* $tag$...$tag$: no escapes inside; the literal ends at the same tag (or the cut) */
+            char *body = q + tag, *end = body;
+            while (*end && strncmp(end, q, tag) != 0)
+                end++;
+            memmove(body + 3, end, strlen(end) + 1);
+            memcpy(body, "***", 3);
+            p = body + 3 + (*(body + 3) ? tag : 0);
+            continue;
+        }
         int bs = *q == 'E' || *q == 'e'; /* E'...' also escapes with backslashes */
         q += bs;
+        if (!bs && (*q == 'U' || *q == 'u') && q[1] == '&')
+            q += 2; /* U&'...': a doubled quote is its only escape */
         if (*q != '\'')
             continue;
         char *end = ++q;
@@ -1787,11 +1813,31 @@ static int do_connect(struct exec *x, const char *args, const struct script_pos 
                 ok = 0;
                 break;
             }
-            for (PQconninfoOption *o = opts; o->keyword; o++)
+            const char *moved = NULL;
+            for (PQconninfoOption *o = opts; o->keyword && !moved; o++)
+                if (o->val && strcmp(o->keyword, "dbname") != 0 && strcmp(o->keyword, "user") != 0)
+                    moved = o->keyword;
+            for (PQconninfoOption *o = opts; o->keyword && !moved; o++)
                 if (o->val && params_set(&np, o->keyword, o->val) < 0)
                     ok = 0;
+            if (moved) {
+                /* the password goes with the connection: a dump never chooses where it goes */
+                fatal(x, "connect", pos->line, pos->offset, "\\connect at line %ld sets %s: a dump may change "
+                      "the database or the user, never the server or how pgr reaches it (host, port, TLS, "
+                      "password); is the dump tampered with?", pos->line, moved);
+                ok = 0;
+            }
             PQconninfoFree(opts);
+            if (moved)
+                break;
             continue;
+        }
+        if (k >= 2) {
+            fatal(x, "connect", pos->line, pos->offset, "\\connect at line %ld names the %s %s: a dump may "
+                  "change the database or the user, never the server; is the dump tampered with?", pos->line,
+                  names[k], w[i]);
+            ok = 0;
+            break;
         }
         ok = params_set(&np, names[k], w[i]) == 0;
     }

@@ -121,6 +121,8 @@ typedef struct {
     pgr_s3_object *v;
     size_t n, cap;
     int oom;
+    size_t max;   /* objects taken at most; more fails the listing */
+    int too_many;
 } objvec;
 
 static int objvec_gc(lua_State *L)
@@ -139,6 +141,10 @@ static int objvec_gc(lua_State *L)
 static int on_object(void *ud, const pgr_s3_object *o)
 {
     objvec *ov = ud;
+    if (ov->n >= ov->max) {
+        ov->too_many = 1;
+        return 1;
+    }
     if (ov->n == ov->cap) {
         size_t cap = ov->cap ? ov->cap * 2 : 256;
         pgr_s3_object *v = realloc(ov->v, cap * sizeof *v);
@@ -161,20 +167,28 @@ static int on_object(void *ud, const pgr_s3_object *o)
     return 0;
 }
 
-/* client:list(bucket, {prefix=}) -> { {key=, size=, etag=, last_modified=}, ... } | nil, err
- * in key order; etag without quotes; last_modified as the server wrote it (ISO 8601). */
+/* client:list(bucket, {prefix=, max_objects=1000000}) -> { {key=, size=, etag=, last_modified=}, ... }
+ * | nil, err in key order; etag without quotes; last_modified as the server wrote it (ISO 8601).
+ * More than max_objects is an error (code "too_many"), not a listing that eats the memory. */
 static int client_list(lua_State *L)
 {
     client_box *b = check_client(L);
     const char *bucket = luaL_checkstring(L, 2);
     const char *prefix = pgr_opt_string(L, 3, "prefix", NULL);
+    lua_Integer max = pgr_opt_integer(L, 3, "max_objects", 1000000);
+    if (max < 1)
+        return luaL_argerror(L, 3, "field 'max_objects' must be positive");
     objvec *ov = lua_newuserdatauv(L, sizeof *ov, 0);
     memset(ov, 0, sizeof *ov);
+    ov->max = (size_t)max;
     luaL_setmetatable(L, "pgr.s3.objvec");
     pgr_s3_error err;
     int rc = pgr_s3_list(b->s, bucket, prefix, on_object, ov, &err);
     if (ov->oom)
         return luaL_error(L, "out of memory listing s3://%s", bucket);
+    if (ov->too_many)
+        return pgr_fail(L, "too_many", "listing s3://%s%s%s: more than %d objects (give a narrower prefix)",
+                        bucket, prefix ? "/" : "", prefix ? prefix : "", (int)(max > 2000000000 ? 2000000000 : max));
     if (rc != 0)
         return push_s3_error(L, &err);
     lua_createtable(L, (int)ov->n, 0);

@@ -191,6 +191,10 @@ typedef struct {
     pgr_s3_list_fn fn;
     void *ud;
     int stopped;
+    /* keys come in ascending order across pages: one that does not is a server going round */
+    const char *after;   /* the last key of the pages before (not owned) */
+    char *last_key;      /* the last key of this page */
+    int out_of_order;
 } xmlstate;
 
 static void x_start(void *ud, const XML_Char *name, const XML_Char **atts)
@@ -262,6 +266,16 @@ static void x_end(void *ud, const XML_Char *name)
             replace(&x->last_modified, take_text(x));
         else if (strcmp(name, "Contents") == 0) {
             x->in_contents = 0;
+            const char *prev = x->last_key ? x->last_key : x->after;
+            if (x->key && !x->stopped && prev && strcmp(x->key, prev) <= 0) {
+                x->out_of_order = 1;
+                x->stopped = 1;
+            }
+            if (x->key && !x->stopped) {
+                replace(&x->last_key, strdup(x->key));
+                if (!x->last_key)
+                    x->oom = 1;
+            }
             if (x->key && !x->stopped && x->fn) {
                 pgr_s3_object o = { x->key, x->size, x->etag ? x->etag : "",
                                     x->last_modified ? x->last_modified : "" };
@@ -292,6 +306,7 @@ static void xml_free(xmlstate *x)
     free(x->etag);
     free(x->last_modified);
     free(x->next_token);
+    free(x->last_key);
 }
 
 /* 0 when the document parsed; -1 otherwise (x->code may still be partly filled). */
@@ -489,6 +504,10 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
     }
     pgr_http_response resp;
     pgr_http_response_init(&resp);
+    /* A hostile or broken server must not keep us listing for ever: keys must move forward, a
+     * continuation token must change, and truncated pages without keys are few. */
+    char *last_key = NULL;
+    int empty_pages = 0;
     for (int page = 0;; page++) {
         char *etoken = token ? pgr_http_urlencode(token, strlen(token), 0) : NULL;
         size_t qlen = strlen(eprefix) + (etoken ? strlen(etoken) : 0) + 64;
@@ -509,16 +528,31 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
         xmlstate x = { 0 };
         x.fn = fn;
         x.ud = ud;
+        x.after = last_key;
         if (xml_parse(&x, resp.body ? resp.body : "", resp.body_len) != 0) {
             s3err(err, "bad_response", resp.status, "listing s3://%s (page %d): the server's XML did not parse",
                   bucket, page + 1);
             xml_free(&x);
             break;
         }
+        if (x.out_of_order) {
+            s3err(err, "bad_response", resp.status,
+                  "listing s3://%s (page %d): a key does not come after %s: the server repeats or reorders "
+                  "its listing (is the endpoint an S3 server?)", bucket, page + 1, last_key ? last_key : "the one before");
+            xml_free(&x);
+            break;
+        }
+        if (x.last_key) {
+            free(last_key);
+            last_key = x.last_key;
+            x.last_key = NULL;
+        }
+        int repeated = token && x.next_token && strcmp(token, x.next_token) == 0;
         free(token);
         token = x.next_token;
         x.next_token = NULL;
         int more = x.truncated && !x.stopped;
+        int empty = x.count == 0;
         xml_free(&x);
         if (!more) {
             rc = 0;
@@ -529,7 +563,22 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
                   "listing s3://%s: the page is truncated but has no continuation token", bucket);
             break;
         }
+        if (repeated) {
+            s3err(err, "bad_response", resp.status,
+                  "listing s3://%s (page %d): the server sent the same continuation token again: the listing "
+                  "would never end", bucket, page + 1);
+            break;
+        }
+        if (empty && ++empty_pages > PGR_S3_LIST_MAX_EMPTY_PAGES) {
+            s3err(err, "bad_response", resp.status,
+                  "listing s3://%s: %d truncated pages in a row without a key: the listing would never end",
+                  bucket, empty_pages);
+            break;
+        }
+        if (!empty)
+            empty_pages = 0;
     }
+    free(last_key);
     free(token);
     free(eprefix);
     pgr_http_response_free(&resp);
@@ -1076,7 +1125,9 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     if (!(r = pgr_s3_open(s, bucket, key, max_resumes, err)))
         goto out;
     r->external_md5 = 1;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* our own new file, never through a link someone placed at the name */
+    unlink(tmp);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         s3err(err, "io", 0, "cannot create %s: %s", tmp, strerror(errno));
         goto out;

@@ -41,7 +41,11 @@ pgr_s3 *pgr_s3_new(const pgr_s3_config *cfg, pgr_s3_error *err);
 void pgr_s3_free(pgr_s3 *s);
 
 /* Lists every key under prefix (NULL = all), following continuation tokens; calls fn per object in
- * key order; fn returns non-zero to stop early. 0 or -1 (err). */
+ * key order; fn returns non-zero to stop early. 0 or -1 (err). A server that repeats a continuation
+ * token, sends a key that does not come after the one before, or more than
+ * PGR_S3_LIST_MAX_EMPTY_PAGES truncated pages in a row without a key fails the listing ("bad_response"):
+ * it would never end. fn bounds how many objects it takes. */
+#define PGR_S3_LIST_MAX_EMPTY_PAGES 100
 typedef int (*pgr_s3_list_fn)(void *ud, const pgr_s3_object *obj);
 int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_fn fn, void *ud,
                 pgr_s3_error *err);

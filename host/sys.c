@@ -1,6 +1,7 @@
 /* sys.c — pgr.sys: the few operating-system services the Lua library needs and plain Lua lacks:
  * terminals, clocks, sleeping, private files and directories, locks, processes, library versions. */
 #include "lutil.h"
+#include "trust.h"
 
 #include <cJSON.h>
 #include <curl/curl.h>
@@ -14,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -72,6 +76,12 @@ static int sys_sleep(lua_State *L)
 static int sys_getpid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int sys_geteuid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)geteuid());
     return 1;
 }
 
@@ -156,7 +166,10 @@ static int sys_write_file(lua_State *L)
     const char *data = luaL_checklstring(L, 2, &len);
     mode_t mode = (mode_t)luaL_optinteger(L, 3, 0600);
     const char *tmp = lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    /* a file of our own, never one someone placed (or a link to one): what an earlier process of
+     * this pid left is removed (unlink does not follow a link), then the name is created anew */
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd == -1)
         return errno_fail(L, "cannot create", tmp);
     fchmod(fd, mode);
@@ -210,7 +223,7 @@ static int sys_append_line(lua_State *L)
     lua_pushliteral(L, "\n");
     lua_concat(L, 2);
     const char *line = lua_tolstring(L, -1, &len);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd == -1)
         return errno_fail(L, "cannot open", path);
     ssize_t n = write(fd, line, len);
@@ -225,14 +238,14 @@ static int sys_append_line(lua_State *L)
     return 1;
 }
 
-/* stat(path) -> {type=, mode=, size=, mtime=} or nil, err */
+/* stat(path) -> {type=, mode=, size=, mtime=, uid=} or nil, err */
 static int sys_stat(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     struct stat st;
     if (stat(path, &st) == -1)
         return errno_fail(L, "cannot stat", path);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
     lua_setfield(L, -2, "type");
     lua_pushinteger(L, st.st_mode & 07777);
@@ -241,6 +254,8 @@ static int sys_stat(lua_State *L)
     lua_setfield(L, -2, "size");
     lua_pushinteger(L, (lua_Integer)st.st_mtime);
     lua_setfield(L, -2, "mtime");
+    lua_pushinteger(L, (lua_Integer)st.st_uid);
+    lua_setfield(L, -2, "uid");
     return 1;
 }
 
@@ -281,7 +296,7 @@ static int sys_lock(lua_State *L)
     struct lock *lk = lua_newuserdatauv(L, sizeof *lk, 0);
     lk->fd = -1;
     luaL_setmetatable(L, LOCK_MT);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd == -1)
         return errno_fail(L, "cannot open lock", path);
     if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
@@ -377,6 +392,67 @@ static int sys_versions(lua_State *L)
     return 1;
 }
 
+/* trusted(path [, "file"|"dir"]) -> true | nil, err (code "untrusted", or "io" when it cannot be
+ * read): whether code or configuration may be loaded from path (host/trust.h) */
+static int sys_trusted(lua_State *L)
+{
+    static const char *const kinds[] = { "file", "dir", NULL };
+    const char *path = luaL_checkstring(L, 1);
+    int kind = luaL_checkoption(L, 2, "file", kinds) == 1 ? PGR_TRUST_DIR : PGR_TRUST_FILE;
+    char why[1024];
+    if (pgr_trust_path(path, kind, why, sizeof why) == -1) {
+        int e = errno;
+        lua_pushnil(L);
+        pgr_push_error(L, e == EPERM ? "untrusted" : "io", "%s", why);
+        lua_pushinteger(L, e);
+        lua_setfield(L, -2, "errno");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* private_dir(path) -> true | nil, err: a directory of the effective user's own, mode 0700, not a
+ * symbolic link (the state directory, runs/, locks/) */
+static int sys_private_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char why[1024];
+    if (pgr_trust_private_dir(path, why, sizeof why) == -1) {
+        int e = errno;
+        lua_pushnil(L);
+        pgr_push_error(L, e == EPERM ? "untrusted" : "io", "%s", why);
+        lua_pushinteger(L, e);
+        lua_setfield(L, -2, "errno");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core_dumps() -> dumpable (bool), the core size limit (soft): pgr sets false, 0 at start */
+static int sys_core_dumps(lua_State *L)
+{
+    struct rlimit rl;
+    lua_pushboolean(L, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1);
+    if (getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        lua_pushinteger(L, (lua_Integer)rl.rlim_cur);
+    else
+        lua_pushnumber(L, HUGE_VAL);
+    return 2;
+}
+
+/* executable() -> the absolute path of the running pgr binary (/proc/self/exe) | nil, err */
+static int sys_executable(lua_State *L)
+{
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0)
+        return errno_fail(L, "cannot read", "/proc/self/exe");
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
 int luaopen_pgr_sys(lua_State *L)
 {
     static const luaL_Reg lock_meta[] = {
@@ -385,11 +461,12 @@ int luaopen_pgr_sys(lua_State *L)
     pgr_new_class(L, LOCK_MT, lock_methods, lock_meta);
     static const luaL_Reg fns[] = {
         { "isatty", sys_isatty }, { "now", sys_now }, { "time", sys_time }, { "sleep", sys_sleep },
-        { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive },
+        { "getpid", sys_getpid }, { "geteuid", sys_geteuid }, { "pid_alive", sys_pid_alive },
         { "executable", sys_executable }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
-        { "versions", sys_versions }, { NULL, NULL } };
+        { "versions", sys_versions }, { "trusted", sys_trusted }, { "private_dir", sys_private_dir },
+        { "executable", sys_executable }, { "core_dumps", sys_core_dumps }, { NULL, NULL } };
     luaL_newlib(L, fns);
     return 1;
 }

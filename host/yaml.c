@@ -2,7 +2,7 @@
  * YAML), encode and encode_all (block style, sorted keys). The work is in yamldoc.c. */
 /*
  * API
- *   yaml.decode(s [, {max_alias_nodes=100000, max_depth=1000}]) -> {doc, ...} | nil, err
+ *   yaml.decode(s [, {max_alias_nodes=100000, max_depth=1000, max_alias_bytes=16 MiB}]) -> {doc, ...} | nil, err
  *       err.code "yaml", err.line, err.column (1-based; 0 when unknown)
  *   yaml.encode(v) -> text of one document (no "---") | nil, err
  *   yaml.encode_all({doc, ...}) -> "---" before each document | nil, err
@@ -13,7 +13,8 @@
  *     empty are json.null; 0x, 0o, 0b and 0-octal ints with '_'; quoted scalars are strings;
  *     timestamps stay strings; ints beyond int64 become floats; keys become strings.
  *   - Empty documents are dropped. Duplicate keys: the last wins. Merge keys (<<) are supported.
- *   - Aliases are copied; copies count against max_alias_nodes (the alias-bomb bound).
+ *   - Aliases are copied; copies count against max_alias_nodes and max_alias_bytes (the alias-bomb
+ *     bounds: many small nodes, or a few copies of a long string).
  *   - Encoding shares pgr.json's table rules; keys are sorted; strings that would read back as
  *     another type are double-quoted; floats keep a fraction ("2.0"); strings must be UTF-8.
  */
@@ -100,7 +101,7 @@ static void push_node(lua_State *L, const struct ydoc_node *n, int amt, int omt)
     }
 }
 
-/* decode(s [, {max_alias_nodes=, max_depth=}]) -> {doc, ...} | nil, err{code="yaml", line, column} */
+/* decode(s [, {max_alias_nodes=, max_depth=, max_alias_bytes=}]) -> {doc, ...} | nil, err{code="yaml", line, column} */
 static int yaml_decode(lua_State *L)
 {
     size_t len;
@@ -108,6 +109,7 @@ static int yaml_decode(lua_State *L)
     struct ydoc_limits lim = {
         (size_t)pgr_opt_integer(L, 2, "max_alias_nodes", YDOC_DEFAULT_ALIAS_NODES),
         (size_t)pgr_opt_integer(L, 2, "max_depth", YDOC_DEFAULT_DEPTH),
+        (size_t)pgr_opt_integer(L, 2, "max_alias_bytes", (lua_Integer)YDOC_DEFAULT_ALIAS_BYTES),
     };
     struct ydoc_stream *st = lua_newuserdatauv(L, sizeof *st, 0);
     memset(st, 0, sizeof *st);

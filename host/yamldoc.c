@@ -357,7 +357,7 @@ struct builder {
      * name: freed when the document ends */
     struct ydoc_node **dead;
     size_t ndead, dead_cap;
-    size_t alias_nodes;
+    size_t alias_nodes, alias_bytes;
     struct ydoc_node *root;
     int root_empty;
 };
@@ -409,12 +409,29 @@ static void end_document(struct builder *b)
     b->ndead = 0;
 }
 
-/* Deep copy for an alias, counting every node against the alias bound. */
+static size_t alias_bytes_bound(const struct builder *b)
+{
+    return b->lim->max_alias_bytes ? b->lim->max_alias_bytes : YDOC_DEFAULT_ALIAS_BYTES;
+}
+
+/* Deep copy for an alias, counting every node and its bytes against the alias bounds
+ * (*limit_hit: 1 nodes, 2 bytes). */
 static struct ydoc_node *copy_node(struct builder *b, const struct ydoc_node *n, const yaml_mark_t *mark,
                                    int *limit_hit)
 {
     if (++b->alias_nodes > b->lim->max_alias_nodes) {
         *limit_hit = 1;
+        return NULL;
+    }
+    size_t bytes = sizeof *n + (n->type == YDOC_STR ? n->len + 1 : 0);
+    if (n->type == YDOC_MAP)
+        for (size_t i = 0; i < n->n; i++)
+            bytes += sizeof *n->pairs + n->pairs[i].keylen + 1;
+    else if (n->type == YDOC_SEQ)
+        bytes += n->n * sizeof *n->items;
+    b->alias_bytes += bytes;
+    if (b->alias_bytes > alias_bytes_bound(b)) {
+        *limit_hit = 2;
         return NULL;
     }
     struct ydoc_node *c = ydoc_new(n->type);
@@ -459,11 +476,16 @@ static int copy_or_fail(struct builder *b, const struct ydoc_node *n, const yaml
     *out = copy_node(b, n, mark, &limit_hit);
     if (*out)
         return 1;
-    if (limit_hit)
+    if (limit_hit == 1)
         return fail_at(b, mark,
                        "aliases expand to more than %zu nodes (an alias bomb? raise max_alias_nodes if "
                        "the document is genuine)",
                        b->lim->max_alias_nodes);
+    if (limit_hit == 2)
+        return fail_at(b, mark,
+                       "aliases expand to more than %zu bytes (an alias bomb? raise max_alias_bytes if "
+                       "the document is genuine)",
+                       alias_bytes_bound(b));
     return oom(b);
 }
 
@@ -827,7 +849,8 @@ void ydoc_stream_free(struct ydoc_stream *st)
 int ydoc_parse(const char *s, size_t len, const struct ydoc_limits *lim, struct ydoc_stream *out,
                struct ydoc_error *err)
 {
-    static const struct ydoc_limits defaults = { YDOC_DEFAULT_ALIAS_NODES, YDOC_DEFAULT_DEPTH };
+    static const struct ydoc_limits defaults = { YDOC_DEFAULT_ALIAS_NODES, YDOC_DEFAULT_DEPTH,
+                                                 YDOC_DEFAULT_ALIAS_BYTES };
     struct builder b = { 0 };
     b.lim = lim ? lim : &defaults;
     b.err = err;

@@ -34,10 +34,13 @@ struct ydoc_node {
 struct ydoc_limits {
     size_t max_alias_nodes; /* nodes an alias (or merge) may copy in all, the alias-bomb bound */
     size_t max_depth;       /* nesting of sequences and mappings */
+    size_t max_alias_bytes; /* bytes those copies may take in all (strings, keys, nodes): a few
+                             * aliases of a long string are a bomb too; 0 = the default */
 };
 
 #define YDOC_DEFAULT_ALIAS_NODES 100000
 #define YDOC_DEFAULT_DEPTH 1000
+#define YDOC_DEFAULT_ALIAS_BYTES ((size_t)16 << 20)
 
 struct ydoc_error {
     int line, column; /* 1-based; 0 when unknown */

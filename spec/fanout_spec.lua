@@ -227,14 +227,35 @@ describe("pgr.fanout against sshd nodes", function()
   end)
 
   it("kills a command that runs past the timeout", function()
+    -- no speed assumption: the quick host has 20 s to answer on a busy machine; the hung one would
+    -- sleep for 600 s, so returning at all before that shows the timeout ended it
     local t0 = sys.now()
-    local r = assert(fanout.run(with_nodes({ hosts = "ncn-w00[1-2]", timeout = 1,
-      command = "[ $PGR_NODE = ncn-w001 ] && exec sleep 60; echo quick" })))
-    assert.is_true(sys.now() - t0 < 20)
+    local r = assert(fanout.run(with_nodes({ hosts = "ncn-w00[1-2]", timeout = 20,
+      command = "[ $PGR_NODE = ncn-w001 ] && exec sleep 600; echo quick" })))
+    assert.is_true(sys.now() - t0 < 600, "did not wait for the sleep")
     assert.equals("timed_out", r.hosts[1].outcome)
-    assert.equals("timed out after 1s", r.hosts[1].reason)
+    assert.equals("timed out after 20s", r.hosts[1].reason)
     assert.is_true(r.hosts[2].ok)
     assert.equals("quick\n", r.hosts[2].stdout)
+  end)
+
+  it("shows output without newlines in pieces of at most MAX_LINE bytes, losing nothing", function()
+    -- a stand-in for ssh that writes 3 MB on one line, then a short line, then a last one without "\n"
+    local fake = tmp .. "/longline-ssh"
+    local f = assert(io.open(fake, "w"))
+    f:write("#!/bin/sh\nhead -c 3000000 /dev/zero | tr '\\000' x; printf '\\nshort\\nlast'\n")
+    f:close()
+    os.execute("chmod 755 " .. fake)
+    local lines = {}
+    local r = assert(fanout.run { hosts = "h1", command = "true", ssh = fake, max_output = 100,
+      on_output = function(_, stream, line) if stream == "stdout" then lines[#lines + 1] = line end end })
+    assert.is_true(r.hosts[1].ok)
+    local longest = 0
+    for _, l in ipairs(lines) do longest = math.max(longest, #l) end
+    assert.is_true(longest <= fanout.MAX_LINE, ("a piece of %d bytes"):format(longest))
+    assert.equals(("x"):rep(3000000) .. "\nshort\nlast", table.concat(lines, "", 1, #lines - 2) .. "\n"
+      .. lines[#lines - 1] .. "\n" .. lines[#lines])
+    assert.equals(math.ceil(3000000 / fanout.MAX_LINE) + 2, #lines)
   end)
 
   it("reports a missing ssh program per host", function()

@@ -20,7 +20,7 @@ local function start_httpd(dir, name, cert, key, addr)
   local out = dir .. "/" .. name .. ".out"
   local pid = run(("python3 %s/spec/support/httpd.py %s %d %s %s > %s 2>&1 & echo $!"):format(
     ROOT, addr or ADDR, sys.getpid(), cert or "", key or "", out)):match("%d+")
-  for _ = 1, 200 do
+  for _ = 1, 600 do -- 30 s: a busy machine starts python slowly
     local f = io.open(out)
     local port = f and f:read("a"):match("port=(%d+)")
     if f then f:close() end
@@ -77,6 +77,13 @@ describe("pgr.http", function()
     assert.equals("", head.body)
   end)
 
+  it("sends the path as given: no '.' or '..' segment is resolved away", function()
+    for _, path in ipairs { "/echo/ns/secrets/..", "/echo/ns/secrets/.", "/echo/a/../../b" } do
+      local r = assert(http.request { url = base .. path })
+      assert.equals(path, json.decode(r.body).path)
+    end
+  end)
+
   it("treats any HTTP status as a response", function()
     local r = assert(http.request { url = base .. "/status/404" })
     assert.equals(404, r.status)
@@ -104,11 +111,10 @@ describe("pgr.http", function()
   end)
 
   it("times out, names the origin and never the path's query", function()
-    local t = sys.now()
+    -- (the server would answer after 5 s: a timeout error, not an answer, shows the bound ended it)
     local r, err = http.request { url = base .. "/sleep/5?token=s3cr3t", timeout = 0.5 }
     assert.is_nil(r)
     assert.equals("timeout", err.code, tostring(err))
-    assert.is_true(sys.now() - t < 4)
     assert.matches(base, err.message, 1, true)
     assert.is_nil(err.message:find("s3cr3t", 1, true))
     assert.equals(28, err.curl_code)

@@ -289,6 +289,25 @@ describe("pgr.pg", function()
       assert.equals("ALTER ROLE pgr_no_such_role PASSWORD E'***' VALID UNTIL 'infinity';", r.errors.first[2].statement)
     end)
 
+    it("lists a failed statement without a dollar-quoted or U& password", function()
+      local path = tmpfile("ALTER ROLE pgr_no_such_role PASSWORD $$Dollar'Secret1$$;\n" ..
+        "ALTER ROLE pgr_no_such_role PASSWORD $pw$Tagged$$Secret2$pw$ VALID UNTIL 'infinity';\n" ..
+        "ALTER ROLE pgr_no_such_role PASSWORD U&'Uni''Secret3';\n" ..
+        "ALTER ROLE pgr_no_such_role PASSWORD $x$Cut" .. ("y"):rep(300) .. "$x$;\n" ..
+        "--\n-- PostgreSQL database cluster dump complete\n--\n")
+      local r = assert(pg.restore(srv.params, path))
+      os.remove(path)
+      assert.equals(4, #r.errors.first)
+      assert.equals("ALTER ROLE pgr_no_such_role PASSWORD $$***$$;", r.errors.first[1].statement)
+      assert.equals("ALTER ROLE pgr_no_such_role PASSWORD $pw$***$pw$ VALID UNTIL 'infinity';", r.errors.first[2].statement)
+      assert.equals("ALTER ROLE pgr_no_such_role PASSWORD U&'***';", r.errors.first[3].statement)
+      assert.equals("ALTER ROLE pgr_no_such_role PASSWORD $x$***", r.errors.first[4].statement)
+      for i = 1, 4 do
+        assert.is_nil(r.errors.first[i].statement:find("Secret", 1, true))
+        assert.is_nil((r.errors.first[i].message or ""):find("Secret", 1, true))
+      end
+    end)
+
     it("names the \\connect line of a bad conninfo without echoing its password", function()
       local path = tmpfile("\\connect postgresql://u:Hush-42@[::1/db\n")
       local r, err = pg.restore(srv.params, path, { allow_truncated = true })

@@ -35,7 +35,7 @@ function Term:close() self:tmux("kill-server") sh("rm -rf " .. q(self.home)) end
 
 -- Waits until the screen (trailing blank lines removed) matches pattern.
 function Term:wait_for(pattern, timeout)
-  local deadline = sys.now() + (timeout or 5)
+  local deadline = sys.now() + (timeout or 30)
   repeat
     local s = self:screen():gsub("%s+$", "")
     if s:find(pattern) then return s end
@@ -94,7 +94,7 @@ describe("pgr repl", function()
     t:line("x = 12345")
     t:key("C-d")
     local path = t.home .. "/.local/state/pgr/repl_history"
-    local deadline = sys.now() + 5
+    local deadline = sys.now() + 30
     local st
     repeat
       st = sys.stat(path)

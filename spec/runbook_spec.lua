@@ -114,6 +114,39 @@ describe("pgr run", function()
     assert.equals(4, #sys.listdir(dir .. "/effects"))
   end)
 
+  it("refuses a state directory, runs/ or locks/ that others may enter, that is not ours, or a link", function()
+    local function refused(why)
+      local _, err, rc = run({ "--yes" })
+      assert.equals(1, rc)
+      assert.matches("cannot use the state directory " .. state .. ": ", err, 1, true)
+      assert.matches(why, err, 1, true)
+      assert.is_nil(sh.read(dir .. "/record"), "a step ran")
+      assert.same({}, sys.listdir(state .. "/runs"))
+    end
+    assert(sys.mkdir(state .. "/runs"))
+    assert(sys.mkdir(state .. "/locks"))
+    os.execute("chmod 0777 " .. state .. "/runs")
+    refused(state .. "/runs is open to others (mode 0777): chmod 0700 " .. state .. "/runs")
+    os.execute("chmod 0700 " .. state .. "/runs; chmod 0755 " .. state)
+    refused(state .. " is open to others (mode 0755)")
+    os.execute("chmod 0700 " .. state .. "; chmod 0770 " .. state .. "/locks")
+    refused(state .. "/locks is open to its group (mode 0770)")
+    os.execute("chmod 0700 " .. state .. "/locks")
+    -- a link in place of locks/, to a directory someone else controls
+    assert(sys.mkdir(dir .. "/elsewhere"))
+    os.execute(("rmdir %s/locks && ln -s %s/elsewhere %s/locks"):format(state, dir, state))
+    refused(state .. "/locks is a symbolic link")
+    assert.same({}, sys.listdir(dir .. "/elsewhere"))
+    os.execute(("rm %s/locks && mkdir -m 0700 %s/locks"):format(state, state))
+    if sh.run("id -u") == "0\n" then
+      os.execute("chown 65534 " .. state .. "/runs")
+      refused(state .. "/runs is owned by uid 65534, not by you")
+      os.execute("chown 0 " .. state .. "/runs")
+    end
+    local _, err, rc = run({ "--yes" })
+    assert.equals(0, rc, err)
+  end)
+
   it("journals every step with times; the run directory is 0700, its files 0600", function()
     local out, err, rc = run({ "--yes" })
     assert.equals(0, rc, err)
@@ -149,28 +182,38 @@ describe("pgr run", function()
     assert.equals("3", sh.read(dir .. "/replicas"))
   end)
 
-  it("never shows a registered secret: not in output, journal, log or state; only in saved files", function()
-    local secret = "s3cr3t-Pa55/w0rd"
-    local out, err, rc = run({ "--yes" }, { RB_SECRET = secret, RB_SECRET_ERROR = "1" })
-    assert.equals(1, rc)
-    assert.matches("the password is ‹redacted›", out, 1, true)
-    assert.matches("authentication failed for password ‹redacted›", out, 1, true)
-    assert.is_nil(out:find(secret, 1, true))
-    assert.is_nil(err:find(secret, 1, true))
-    local rd = sh.run_dirs(state)[1]
-    for _, f in ipairs(sh.files(rd)) do
-      local body = sh.read(f)
-      if f:match("/saved/") then
-        assert.equals(384, sys.stat(f).mode)
-      else
-        assert.is_nil(body:find(secret, 1, true), f .. " holds the secret")
+  -- (a secret with " or \ is escaped in JSON: redaction must not look only for its raw bytes)
+  for _, secret in ipairs { "s3cr3t-Pa55/w0rd", [[q"uo\te-Pa55\\w0rd"]] } do
+    it("never shows a registered secret: not in output, journal, log or state; only in saved files: " .. secret, function()
+      local escaped = json.encode(secret):sub(2, -2)
+      local out, err, rc = run({ "--yes" }, { RB_SECRET = secret, RB_SECRET_ERROR = "1" })
+      assert.equals(1, rc)
+      assert.matches("the password is ‹redacted›", out, 1, true)
+      assert.matches("authentication failed for password ‹redacted›", out, 1, true)
+      assert.is_nil(out:find(secret, 1, true))
+      assert.is_nil(err:find(secret, 1, true))
+      local rd = sh.run_dirs(state)[1]
+      for _, f in ipairs(sh.files(rd)) do
+        local body = sh.read(f)
+        if f:match("/saved/") then
+          assert.equals(384, sys.stat(f).mode)
+        else
+          assert.is_nil(body:find(secret, 1, true), f .. " holds the secret")
+          assert.is_nil(body:find(escaped, 1, true), f .. " holds the secret, JSON-escaped")
+        end
       end
-    end
-    assert.equals(secret, json.decode(sh.read(rd .. "/saved/secret.json")).password)
-    local failed = events_of(sh.journal(rd), "step_failed")
-    assert.equals(1, #failed)
-    assert.equals("authentication failed for password ‹redacted›", failed[1].error)
-  end)
+      assert.equals(secret, json.decode(sh.read(rd .. "/saved/secret.json")).password)
+      local failed = events_of(sh.journal(rd), "step_failed")
+      assert.equals(1, #failed)
+      assert.equals("authentication failed for password ‹redacted›", failed[1].error)
+      -- and in --json events
+      out, err = run({ "--yes", "--new", "--json" }, { RB_SECRET = secret, RB_SECRET_ERROR = "1" })
+      assert.matches("‹redacted›", out, 1, true)
+      assert.is_nil(out:find(secret, 1, true))
+      assert.is_nil(out:find(escaped, 1, true))
+      assert.is_nil(err:find(secret, 1, true))
+    end)
+  end
 
   it("a failed check exits 3, says nothing changed, and leaves nothing to resume", function()
     local out, _, rc = run({ "--yes" }, { RB_FAIL = "1" })

@@ -79,12 +79,19 @@ describe("pgr.s3 configuration", function()
     assert.equals(0, assert(s3.config { site = site, getenv = env { HOME = "/nonexistent" } }).readahead)
     site.s3.readahead_mb = 8
     assert.equals(8 * 1024 * 1024, assert(s3.config { site = site, getenv = env { HOME = "/nonexistent" } }).readahead)
+    -- a file of keys open to others is refused, naming the fix
     site.s3.credentials = { file = home .. "/.aws/credentials" }
+    os.execute("chmod 0644 " .. home .. "/.aws/credentials")
+    local none, err = s3.config { site = site, getenv = env { HOME = "/nonexistent" } }
+    assert.is_nil(none)
+    assert.matches("refusing s3.credentials.file " .. home .. "/.aws/credentials: it holds secrets but is open to "
+      .. "others (mode 0644): chmod 0600", err.message, 1, true)
+    os.execute("chmod 0600 " .. home .. "/.aws/credentials")
     cfg = assert(s3.config { site = site, getenv = env { HOME = "/nonexistent" } })
     assert.equals("DEFAULTKEY", cfg.access_key)
     assert.equals("file " .. home .. "/.aws/credentials", cfg.source)
     site.s3.credentials = { file = "/nonexistent/creds" }
-    local none, err = s3.config { site = site, getenv = env { HOME = "/nonexistent" } }
+    none, err = s3.config { site = site, getenv = env { HOME = "/nonexistent" } }
     assert.is_nil(none)
     assert.equals("credentials", err.code)
     assert.matches("/nonexistent/creds", err.message)

@@ -29,11 +29,71 @@ describe("pgr.site", function()
     assert.equals("site", err.code)
   end)
 
-  it("loads the example site file", function()
+  it("loads the example site file, whose ssh options reach ssh as options, before the host", function()
     local s = assert(site.load("etc/site.example.lua"))
     assert.equals("ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]", s.nodes)
     assert.equals(1, s.restore_jobs)
     assert.equals(300, s.lease_seconds)
+    local fanout = require "pgr.fanout"
+    local argv = fanout.ssh_argv("ncn-w001", fanout.site_options(s), "true")
+    local dashdash
+    for i, w in ipairs(argv) do if w == "--" then dashdash = i end end
+    assert.equals("ncn-w001", argv[dashdash + 1])
+    for i = 2, dashdash - 1 do
+      assert.is_true(argv[i]:sub(1, 1) == "-" or argv[i - 1]:match("^%-[BbcDEeFIiJLlmOopQRSWw]$") ~= nil,
+        ("ssh argument %d (%s) is neither an option nor an option's argument"):format(i, argv[i]))
+    end
+  end)
+
+  it("names a misspelt field of a sub-table, and checks the insecure switches' types", function()
+    for _, case in ipairs {
+      { [[return { s3 = { endpiont = "https://x" } }]], "s3.endpiont is not a field of s3 (known: bucket, ca_bundle, " },
+      { [[return { ssh = { optoins = {} } }]], "ssh.optoins is not a field of ssh" },
+      { [[return { keycloak = { tokenurl = "https://x" } }]], "keycloak.tokenurl is not a field of keycloak" },
+      { [[return { s3 = { credentials = { access_key = "a", secret_key = "b", sercet = "c" } } }]],
+        "s3.credentials.sercet is not a field of s3.credentials" },
+      { [[return { s3 = { insecure = "yes" } }]], "s3.insecure must be true or false" },
+      { [[return { s3 = { insecure = true, ca_bundle = "/x.pem" } }]], "s3.insecure and s3.ca_bundle exclude each other" },
+      { [[return { ssh = { options = { "StrictHostKeyChecking=yes" } } }]],
+        'ssh.options[1] "StrictHostKeyChecking=yes" is not an ssh option: ssh would take it for the host name' },
+      { [[return { ssh = { options = { "-o" } } }]], "ssh.options[1] -o needs its argument as the next word" },
+      { [[return { ssh = { options = { "-F", "cfg", "BatchMode=no" } } }]], 'ssh.options[3] "BatchMode=no" is not an ssh option' },
+      { [[return { ssh = { options = { o = "x" } } }]], "ssh.options must be a list of ssh arguments" },
+      { [[return { postgres = { ssl_mode = "require" } }]], "postgres.ssl_mode is not a field of postgres (known: channel_binding, sslmode, sslrootcert)" },
+      { [[return { postgres = { sslmode = "verify" } }]], "postgres.sslmode must be one of require, verify-ca, verify-full" },
+      { [[return { postgres = { sslmode = "verify-ca" } }]], 'postgres.sslrootcert is needed with sslmode "verify-ca"' },
+      { [[return { postgres = { sslmode = "verify-full", sslrootcert = "/nonexistent/ca.crt" } }]],
+        "postgres.sslrootcert /nonexistent/ca.crt cannot be read" },
+      { [[return { postgres = { channel_binding = "yes" } }]], "postgres.channel_binding must be require, prefer or disable" },
+    } do
+      local p = tmpfile(case[1])
+      local s, err = site.load(p)
+      os.remove(p)
+      assert.is_nil(s, case[1])
+      assert.equals("site", err.code)
+      assert.matches(case[2], err.message, 1, true)
+    end
+    local p = tmpfile([[return { ssh = { options = { "-F", "cfg", "-oBatchMode=yes", "-4", "-p", "2222" } },
+      s3 = { insecure = false, virtual_host = true, resumes = 0 } }]])
+    assert(site.load(p))
+    os.remove(p)
+  end)
+
+  it("refuses a site file others may write, or that is not root's or yours", function()
+    local p = tmpfile("return {}")
+    assert(site.load(p))
+    os.execute("chmod 0666 " .. p)
+    local s, err = site.load(p)
+    assert.is_nil(s)
+    assert.matches(("refusing the site file %s: file %s is writable by others (mode 0666): chmod go-w"):format(p, p),
+      err.message, 1, true)
+    os.execute("chmod 0644 " .. p .. "; chown 65534 " .. p .. " 2>/dev/null")
+    if require("pgr.sys").stat(p).uid == 65534 then
+      s, err = site.load(p)
+      assert.is_nil(s)
+      assert.matches("is owned by uid 65534, neither root nor you", err.message, 1, true)
+    end
+    os.remove(p)
   end)
 
   for _, case in ipairs({

@@ -281,6 +281,12 @@ b: *d
     assert.is_table(yaml.decode(small))
     assert.is_nil(yaml.decode(small, { max_alias_nodes = 5 }))
     assert.is_nil(yaml.decode("[[[[1]]]]", { max_depth = 3 }))
+    -- few nodes but many bytes: a 100 KB string aliased 400 times in a 102 KB manifest
+    local long = "data: &a \"" .. ("x"):rep(100000) .. "\"\ncopies: [" .. ("*a"):rep(400, ", ") .. "]\n"
+    v, err = yaml.decode(long)
+    assert.is_nil(v)
+    assert.matches("aliases expand to more than 16777216 bytes", err.message, 1, true)
+    assert.equals(400, #yaml.decode(long, { max_alias_bytes = 64 << 20 })[1].copies)
   end)
 
   it("encodes block style with sorted keys and quotes what would change type (even the key n)", function()

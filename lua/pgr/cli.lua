@@ -190,10 +190,12 @@ function M.main(argv)
       if code == false then return M.EXIT.failed end
       return code
     end
-    local f = io.open(first, "r")
+    -- a script is named as a path (./x, x.lua): a mistyped command word never runs a file of the
+    -- current directory
+    local f = (first:find("/", 1, true) or first:match("%.lua$")) and io.open(first, "r")
     if not f then
-      eprint(("pgr: '%s' is neither a command nor a readable script (pgr help lists the commands)")
-        :format(first))
+      eprint(("pgr: '%s' is neither a command nor a readable script (pgr help lists the commands; "
+        .. "a script is named by its path: ./%s)"):format(first, first))
       return M.EXIT.usage
     end
     f:close()

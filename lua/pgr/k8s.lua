@@ -153,6 +153,9 @@ function M.connect(opts)
     s, err = kubeconfig.load(opts)
     if not s then return nil, err end
   end
+  require("pgr.security").check_endpoint(s.server, "the Kubernetes API server", { insecure = s.insecure,
+    where = ("insecure-skip-tls-verify of cluster '%s' in the kubeconfig"):format(tostring(s.cluster)),
+    secret = "the credentials" })
   local timeout = opts.timeout or M.defaults.timeout
   local c, err = core.client {
     server = s.server, ca_file = s.ca_file, ca_data = s.ca_data, insecure = s.insecure,
@@ -352,11 +355,60 @@ function Client:resource_for(obj)
   return nil, errors.new("unknown_resource", ("the server doesn't serve %s %s (kubectl api-resources)"):format(av, kind))
 end
 
+-- Names as the API server takes them in a path (apimachinery's IsValidPathSegmentName): never "."
+-- or ".." (a URL resolver would read them as "this collection" or "the namespace"), no "/" or "%".
+-- -> true | nil, reason
+function M.valid_path_name(name)
+  if type(name) ~= "string" or name == "" then return nil, "it is empty" end
+  if name == "." or name == ".." then return nil, "it may not be '.' or '..'" end
+  if name:find("[/%%]") then return nil, "it may not contain '/' or '%'" end
+  return true
+end
+
+-- A DNS-1123 subdomain, the rule for the names of Secrets, ConfigMaps, StatefulSets, postgresqls...:
+-- at most 253 characters, lower-case letters, digits, '-' and '.', alphanumeric at both ends.
+function M.valid_dns_subdomain(name)
+  if type(name) ~= "string" or name == "" then return nil, "it is empty" end
+  if #name > 253 then return nil, "it is longer than 253 characters" end
+  if not name:match("^[a-z0-9][a-z0-9.-]*$") or not name:match("[a-z0-9]$") then
+    return nil, "a DNS-1123 subdomain has lower-case letters, digits, '-' and '.', and starts and ends with a letter or digit"
+  end
+  for part in (name .. "."):gmatch("([^.]*)%.") do
+    if part == "" or not part:match("^[a-z0-9]") or not part:match("[a-z0-9]$") then
+      return nil, "each '.'-separated part of a DNS-1123 subdomain starts and ends with a letter or digit"
+    end
+  end
+  return true
+end
+
+-- A DNS-1123 label, the rule for namespaces: at most 63 of a-z, 0-9, '-', alphanumeric at both ends.
+function M.valid_dns_label(name)
+  if type(name) ~= "string" or name == "" then return nil, "it is empty" end
+  if #name > 63 or not name:match("^[a-z0-9][a-z0-9-]*$") or not name:match("[a-z0-9]$") then
+    return nil, "a DNS-1123 label has at most 63 lower-case letters, digits and '-', and starts and ends with a letter or digit"
+  end
+  return true
+end
+
+-- The URL path of a collection or an object -> path | nil, err. Every name that reaches the path is
+-- checked here, so no object name can turn a request into one on its collection or namespace.
 function Client:path(r, namespace, name, sub)
   local p = r.group == "" and "/api/v1" or ("/apis/" .. r.group .. "/" .. r.version)
-  if r.namespaced and namespace then p = p .. "/namespaces/" .. urlencode(namespace) end
+  if r.namespaced and namespace then
+    local ok, why = M.valid_path_name(namespace)
+    if not ok then
+      return nil, errors.new("invalid", ("namespace %q is not a valid name: %s"):format(tostring(namespace), why))
+    end
+    p = p .. "/namespaces/" .. urlencode(namespace)
+  end
   p = p .. "/" .. r.name
-  if name then p = p .. "/" .. urlencode(name) end
+  if name then
+    local ok, why = M.valid_path_name(name)
+    if not ok then
+      return nil, errors.new("invalid", ("%s name %q is not a valid name: %s"):format(r.singular, tostring(name), why))
+    end
+    p = p .. "/" .. urlencode(name)
+  end
   if sub then p = p .. "/" .. sub end
   return p
 end
@@ -405,8 +457,10 @@ function Client:get(kind, name, opts)
   local r, err = self:resource(kind)
   if not r then return nil, err end
   local ns = ns_of(self, r, opts)
-  local obj
-  obj, err = self:request("GET", self:path(r, ns, name), nil, nil, nil, { what = "get " .. label(r, ns, name) })
+  local p, obj
+  p, err = self:path(r, ns, name)
+  if not p then return nil, err end
+  obj, err = self:request("GET", p, nil, nil, nil, { what = "get " .. label(r, ns, name) })
   if not obj then return nil, name_error(err, r, ns, name, "get") end
   return fill_kind(r, obj)
 end
@@ -419,8 +473,10 @@ function Client:list(kind, opts)
   local ns = not opts.all_namespaces and ns_of(self, r, opts) or nil
   local q = { labelSelector = selector_string(opts.labels), fieldSelector = selector_string(opts.fields),
               resourceVersion = opts.resource_version }
-  local list
-  list, err = self:request("GET", self:path(r, ns), q, nil, nil, { what = "list " .. label(r, ns) })
+  local p, list
+  p, err = self:path(r, ns)
+  if not p then return nil, err end
+  list, err = self:request("GET", p, q, nil, nil, { what = "list " .. label(r, ns) })
   if not list then return nil, name_error(err, r, ns, nil, "list") end
   list.items = list.items ~= NULL and list.items or {}
   for _, item in ipairs(list.items) do fill_kind(r, item) end
@@ -433,8 +489,16 @@ function Client:create(obj, opts)
   if not r then return nil, err end
   local ns = ns_of(self, r, opts, obj)
   local name = field(obj, "metadata", "name") or field(obj, "metadata", "generateName")
-  local out
-  out, err = self:request("POST", self:path(r, ns), { fieldManager = opts.field_manager or "kubectl-create" },
+  local p, out
+  p, err = self:path(r, ns)
+  if not p then return nil, err end
+  if type(field(obj, "metadata", "name")) == "string" then
+    local ok, why = M.valid_path_name(obj.metadata.name)
+    if not ok then
+      return nil, errors.new("invalid", ("%s name %q is not a valid name: %s"):format(r.singular, obj.metadata.name, why))
+    end
+  end
+  out, err = self:request("POST", p, { fieldManager = opts.field_manager or "kubectl-create" },
     obj, "application/json", { what = "create " .. label(r, ns, name) })
   if not out then return nil, name_error(err, r, ns, nil, "create " .. tostring(name) .. " as") end
   return fill_kind(r, out)
@@ -446,8 +510,10 @@ function Client:replace(obj, opts)
   if not r then return nil, err end
   local ns = ns_of(self, r, opts, obj)
   local name = field(obj, "metadata", "name")
-  local out
-  out, err = self:request("PUT", self:path(r, ns, name), { fieldManager = opts.field_manager or "kubectl-replace" },
+  local p, out
+  p, err = self:path(r, ns, name)
+  if not p then return nil, err end
+  out, err = self:request("PUT", p, { fieldManager = opts.field_manager or "kubectl-replace" },
     obj, "application/json", { what = "replace " .. label(r, ns, name) })
   if not out then return nil, name_error(err, r, ns, name, "replace") end
   return fill_kind(r, out)
@@ -474,8 +540,10 @@ function Client:patch(kind, name, patch, opts)
   local ctype = PATCH_TYPES[ptype]
   if not ctype then error("k8s.patch: type must be json, merge or strategic, not " .. tostring(ptype), 2) end
   local ns = ns_of(self, r, opts)
-  local out
-  out, err = self:request("PATCH", self:path(r, ns, name, opts.subresource),
+  local p, out
+  p, err = self:path(r, ns, name, opts.subresource)
+  if not p then return nil, err end
+  out, err = self:request("PATCH", p,
     { fieldManager = opts.field_manager }, patch, ctype, { what = "patch " .. label(r, ns, name) })
   if not out then return nil, name_error(err, r, ns, name, "patch") end
   return fill_kind(r, out)
@@ -487,13 +555,16 @@ function Client:delete(kind, name, opts)
   local r, err = self:resource(kind)
   if not r then return nil, err end
   local ns = ns_of(self, r, opts)
+  local p
+  p, err = self:path(r, ns, name)
+  if not p then return nil, err end
   local before
   if opts.wait then
     before = self:get(r, name, { namespace = ns })
   end
   local body = { propagationPolicy = opts.propagation, gracePeriodSeconds = opts.grace }
   local out
-  out, err = self:request("DELETE", self:path(r, ns, name), nil, next(body) and body or nil,
+  out, err = self:request("DELETE", p, nil, next(body) and body or nil,
     "application/json", { what = "delete " .. label(r, ns, name) })
   if not out then
     if err.code == 404 and opts.ignore_not_found then return true end
@@ -577,7 +648,9 @@ function Watch:open(wait)
   local q = { watch = "1", resourceVersion = self.rv, allowWatchBookmarks = "true",
               timeoutSeconds = tostring(M.defaults.watch_seconds),
               labelSelector = self.labels, fieldSelector = self.fields }
-  local path = self.client:path(self.r, self.namespace) .. query_string(q)
+  local base, perr = self.client:path(self.r, self.namespace)
+  if not base then return nil, perr end
+  local path = base .. query_string(q)
   self.opens = self.opens + 1
   local stream, err = self.client.core:watch(path, {
     timeout = M.defaults.watch_seconds + 30, idle = M.defaults.watch_idle,
@@ -914,11 +987,13 @@ function Client:scale(kind, name, replicas, opts)
     return nil, errors.new("invalid", ("%s cannot be scaled (no scale subresource)"):format(label(r, nil, name)))
   end
   local ns = ns_of(self, r, opts)
-  local cur
-  cur, err = self:request("GET", self:path(r, ns, name, "scale"), nil, nil, nil, { what = "get scale of " .. label(r, ns, name) })
+  local p, cur
+  p, err = self:path(r, ns, name, "scale")
+  if not p then return nil, err end
+  cur, err = self:request("GET", p, nil, nil, nil, { what = "get scale of " .. label(r, ns, name) })
   if not cur then return nil, name_error(err, r, ns, name, "scale") end
   local out
-  out, err = self:request("PATCH", self:path(r, ns, name, "scale"), nil,
+  out, err = self:request("PATCH", p, nil,
     { spec = { replicas = math.tointeger(replicas) or replicas } }, PATCH_TYPES.merge,
     { what = "scale " .. label(r, ns, name) })
   if not out then return nil, name_error(err, r, ns, name, "scale") end
@@ -1151,8 +1226,10 @@ local function apply_one(self, doc, opts)
         return result
       end
       -- the patch applies only to the object we compared against (optimistic concurrency)
-      local out
-      out, err = self:request("PATCH", self:path(r, ns, name), { fieldManager = "kubectl-client-side-apply" },
+      local p, out
+      p, err = self:path(r, ns, name)
+      if not p then return nil, err end
+      out, err = self:request("PATCH", p, { fieldManager = "kubectl-client-side-apply" },
         patch, PATCH_TYPES.merge, { what = "apply " .. label(r, ns, name) })
       if out then
         result.action, result.object = "configured", fill_kind(r, out)

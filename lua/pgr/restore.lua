@@ -177,6 +177,22 @@ local function parse_manifest(svc, text)
     end
     local ns = field(doc, "metadata", "namespace")
     local name = field(doc, "metadata", "name")
+    -- each name reaches an API path (the secret is deleted, then applied): a name the API would
+    -- refuse ('..', '.', a '/') must never get that far
+    local k8s = require "pgr.k8s"
+    local good, why = k8s.valid_dns_subdomain(name)
+    if not good then
+      return fail("manifest", "the manifest's secret #%d has the name %s, which is not a valid Secret name (%s): "
+        .. "is the manifest corrupt or tampered with?", #list + 1, type(name) == "string" and ("%q"):format(name)
+        or tostring(name), why)
+    end
+    if ns then
+      good, why = k8s.valid_dns_label(ns)
+      if not good then
+        return fail("manifest", "the manifest's secret %s has the namespace %q, which is not a valid namespace (%s)",
+          name, tostring(ns), why)
+      end
+    end
     if ns and ns ~= svc.namespace then
       return fail("manifest", "the manifest's secret %s is in namespace %s, not %s: is it another service's?",
         tostring(name), ns, svc.namespace)
@@ -222,13 +238,32 @@ function M.master(ctx)
     ctx.svc.cluster, ctx.svc.namespace, spilo_selector(ctx.svc, "master"))
 end
 
+-- Whether the cluster keeps SCRAM verifiers, as its postgresql object says (password_encryption, else
+-- PostgreSQL 14+): only then can a login use channel binding. Unknown is taken as SCRAM.
+local function uses_scram(ctx)
+  if ctx._pg_scram == nil then
+    local obj = ctx.saved and ctx.saved["postgresql.json"]
+    if not obj and ctx.k8s and ctx.svc.cluster then obj = ctx.k8s:get("postgresql", ctx.svc.cluster) end
+    local pe = field(obj, "spec", "postgresql", "parameters", "password_encryption")
+    local v = tonumber(field(obj, "spec", "postgresql", "version"))
+    if pe then ctx._pg_scram = pe == "scram-sha-256"
+    elseif v then ctx._pg_scram = v >= 14
+    else ctx._pg_scram = true end
+  end
+  return ctx._pg_scram
+end
+
+-- TLS as the site asks (pgr.security.pg_tls: require, with channel binding, unless it says more or less)
 local function conn_params(ctx, pod, opts)
+  local tls = require("pgr.security").pg_tls(ctx.site, ctx.svc, uses_scram(ctx))
   return {
     host = field(pod, "status", "podIP"), port = tostring(ctx.svc.port or 5432),
     user = opts.user or "postgres", password = opts.password, dbname = opts.dbname or "postgres",
-    connect_timeout = "10", sslmode = ctx.svc.sslmode or "prefer", application_name = "pgr",
+    connect_timeout = "10", sslmode = tls.sslmode, channel_binding = tls.channel_binding,
+    sslrootcert = tls.sslrootcert, application_name = "pgr",
   }
 end
+M.conn_params = conn_params
 
 function M.connect(ctx, opts)
   local pg, err = lazy("pgr.pg")
@@ -236,7 +271,10 @@ function M.connect(ctx, opts)
   local pod
   pod, err = M.master(ctx)
   if not pod then return nil, err end
-  return pg.connect(conn_params(ctx, pod, opts))
+  local conn
+  conn, err = pg.connect(conn_params(ctx, pod, opts))
+  if not conn then return nil, require("pgr.security").pg_hint(err) end
+  return conn
 end
 
 local function current_password(ctx, user)
@@ -361,7 +399,8 @@ function M.command(ctx, name)
   local core, lerr = lazy("pgr.fanout.core")
   if not core then return nil, lerr end
   ctx:log("run: " .. table.concat(argv, " "))
-  local run <close> = core.new { fanout = 1, timeout = M.COMMAND_TIMEOUT }
+  local run <close> = core.new { fanout = 1, timeout = M.COMMAND_TIMEOUT,
+    env_drop = require("pgr.security").CHILD_ENV_DROP }
   run:add(argv)
   while run:step(1) > 0 do require("pgr.heartbeat").beat() end
   local r = run:result(1)
@@ -506,8 +545,13 @@ function M.keycloak_token(ctx)
     ctx:write("POST a password grant to " .. kc.token_url)
     return true
   end
+  -- said before the password is asked for
+  require("pgr.security").check_endpoint(kc.token_url, "the Keycloak token endpoint", { insecure = kc.insecure,
+    where = "keycloak.insecure in the site file", secret = "the Keycloak password" })
   local user, password
   if kc.credentials_file then
+    local good, serr = require("pgr.security").secret_file(kc.credentials_file, "keycloak.credentials_file")
+    if not good then return nil, serr end
     local f, err = io.open(kc.credentials_file, "r")
     if not f then return fail("keycloak", "cannot read keycloak.credentials_file: %s", tostring(err)) end
     user, password = f:read("l"), f:read("l")

@@ -103,24 +103,51 @@ end
 
 function M.is_procedure(v) return getmetatable(v) == Proc end
 
--- Where `pgr run spire` finds services/spire.lua: the path as given, else ./services/NAME.lua, else
--- the installed copies (make install puts them in PREFIX/share/pgr/services).
-M.SERVICE_DIRS = { "services", "/usr/local/share/pgr/services", "/usr/share/pgr/services" }
+-- Where `pgr run spire` finds its procedure. A bare name is looked up only where root put it, never
+-- in the current directory: /etc/pgr/services (the site's own procedures), the services installed
+-- with the binary (PREFIX/share/pgr/services beside PREFIX/bin/pgr, or services/ of the build tree
+-- the binary sits in), then these. A path (services/spire.lua, ./x.lua) loads that file.
+M.SERVICE_DIRS = { "/etc/pgr/services", "/usr/local/share/pgr/services", "/usr/share/pgr/services" }
+
+function M.service_dirs()
+  local dirs, seen = {}, {}
+  local function add(d)
+    if d and not seen[d] then seen[d] = true dirs[#dirs + 1] = d end
+  end
+  add(M.SERVICE_DIRS[1])
+  local bin = (sys.executable() or ""):match("^(.*)/[^/]+$")
+  if bin and bin ~= "" then
+    add((bin:match("^(.*)/[^/]+$") or "") .. "/share/pgr/services")
+    add(bin .. "/services")
+  end
+  for i = 2, #M.SERVICE_DIRS do add(M.SERVICE_DIRS[i]) end
+  return dirs
+end
+
+-- A procedure runs as root: its file must be root's or yours and writable by no one else.
+local function trusted(path)
+  local ok, err = sys.trusted(path)
+  if ok then return path end
+  return nil, errors.new("procedure", ("refusing the procedure %s: %s"):format(path, err.message))
+end
 
 function M.locate(name)
   local function readable(p)
     local f = io.open(p, "r")
     if f then f:close() return true end
   end
-  if readable(name) then return name end
   if name:match("^[%w_-]+$") then
-    for _, d in ipairs(M.SERVICE_DIRS) do
+    local dirs = M.service_dirs()
+    for _, d in ipairs(dirs) do
       local p = d .. "/" .. name .. ".lua"
-      if readable(p) then return p end
+      if readable(p) then return trusted(p) end
     end
+    return nil, errors.new("procedure", ("no procedure %s in %s (give a path such as ./%s.lua to run a file of "
+      .. "your own)"):format(name, table.concat(dirs, ", "), name))
   end
+  if readable(name) then return trusted(name) end
   return nil, errors.new("procedure", ("no procedure file %s (give a path such as services/spire.lua, "
-    .. "or a service name found in %s)"):format(name, table.concat(M.SERVICE_DIRS, ", ")))
+    .. "or a service name found in %s)"):format(name, table.concat(M.service_dirs(), ", ")))
 end
 
 function M.load(path)
@@ -172,6 +199,9 @@ local function new_redactor()
     secrets[v] = true
     local okb, b64 = pcall(require, "pgr.base64")
     if okb and b64.encode then secrets[b64.encode(v)] = true end
+    -- as it reads inside JSON text (" and \ escaped): --json events are redacted once encoded
+    local enc = encode(v)
+    if type(enc) == "string" and #enc > 2 then secrets[enc:sub(2, -2)] = true end
   end
   function r.apply(text)
     if type(text) ~= "string" then return text end
@@ -189,6 +219,14 @@ local function new_redactor()
       end
     end
     return text
+  end
+  -- a table with every string in it (keys too) redacted, before it is encoded
+  function r.apply_value(v)
+    if type(v) == "string" then return r.apply(v) end
+    if type(v) ~= "table" then return v end
+    local out = {}
+    for k, x in pairs(v) do out[r.apply_value(k)] = r.apply_value(x) end
+    return setmetatable(out, getmetatable(v))
   end
   return r
 end
@@ -302,7 +340,7 @@ function Ctx:_journal(ev)
   ev.time = ev.time or sys.time()
   ev.at = iso(ev.time)
   if not self.run_dir then return end
-  local line = self._redact.apply(assert(encode(ev)))
+  local line = self._redact.apply(assert(encode(self._redact.apply_value(ev))))
   local ok, err = sys.append_line(self.run_dir .. "/journal.jsonl", line)
   if not ok then error(errors.new("journal", "cannot write the journal: " .. tostring(err)), 0) end
 end
@@ -543,6 +581,11 @@ function M.run(proc, opts)
 
   local ok, err = sys.mkdir(state_dir .. "/runs")
   if ok then ok, err = sys.mkdir(state_dir .. "/locks") end
+  -- secrets are saved here: the directories must be ours alone, not links someone else placed
+  for _, d in ipairs(ok and { state_dir, state_dir .. "/runs", state_dir .. "/locks" } or {}) do
+    ok, err = sys.private_dir(d)
+    if not ok then break end
+  end
   if not ok then
     ui.error(("cannot use the state directory %s: %s (--state-dir or PGR_STATE_DIR chooses another)")
       :format(state_dir, err_text(err)))
@@ -602,6 +645,14 @@ function M.run(proc, opts)
       end
     end
     run_dir, resumed = run.dir, true
+    for _, d in ipairs({ run_dir, run_dir .. "/saved" }) do
+      local private, perr = sys.private_dir(d)
+      if not private then
+        ui.error(("cannot resume run %s: %s"):format(run.id, err_text(perr)))
+        release()
+        return EXIT.failed
+      end
+    end
     opts.source = run.source or {}
     -- how to load (not what) may change on resume
     if src.jobs then opts.source.jobs = src.jobs end

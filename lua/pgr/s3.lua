@@ -170,6 +170,8 @@ function M.config(opts)
       cfg.access_key, cfg.secret_key = sc.access_key, sc.secret_key
       cfg.source = "s3.credentials in " .. where
     elseif sc.file then
+      local good, serr = require("pgr.security").secret_file(sc.file, "s3.credentials.file")
+      if not good and serr.code == "untrusted" then return nil, serr end
       local ini = read_ini(sc.file)
       local profile = nonempty(getenv("AWS_PROFILE")) or "default"
       local sec = ini and (ini[profile] or ini.default)
@@ -204,6 +206,9 @@ end
 function M.connect(opts)
   local cfg, err = M.config(opts)
   if not cfg then return nil, err end
+  -- SigV4 never sends the secret key, but the backups (with the roles' password hashes) do travel
+  require("pgr.security").check_endpoint(cfg.endpoint, "the S3 endpoint", { insecure = cfg.insecure,
+    where = "s3.insecure", secret = "the backups, with the roles' password hashes" })
   local c
   c, err = core.client(cfg)
   if not c then return nil, err end

@@ -13,16 +13,23 @@
 --
 -- Fields (see etc/site.example.lua):
 --   nodes       hostlist string of the management NCNs, e.g. "ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]"
---   ssh         { user=, port=, identity=, options={...}, fanout=32, timeout=60 } for fan-out to nodes
+--   ssh         { user=, port=, identity=, options={...}, fanout=32, timeout=60, program= } for fan-out
+--               to nodes; options are ssh's own argument words: { "-o", "StrictHostKeyChecking=yes" }
 --   s3          { endpoint=, region="us-east-1", bucket="postgres-backup", credentials={...},
---                 readahead_mb=32 }
+--                 readahead_mb=32, ca_bundle=PATH, virtual_host=false, resumes=5,
+--                 insecure=false (warned on every use) }
 --               credentials: { access_key=, secret_key= } | { file=PATH } | { secret="ns/name" }
 --               readahead_mb: MiB of the dump fetched ahead of the database's load (0: none)
 --   state_dir   where runs are journaled
 --   restore_jobs  connections that load the dump's tables side by side (default 1; pgr run --jobs wins)
 --   lease_seconds how long the cluster's lease (pgr.lease) outlives a pgr that stopped renewing it (default 300)
 --   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
---   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil }
+--   postgres    { sslmode="require" | "verify-ca" | "verify-full" (| "prefer"...: warned), sslrootcert=PATH
+--                 (the CA of the pods' certificates, for verify-*), channel_binding= (default: require
+--                 with sslmode require) } for the connections to the database pods
+--   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil,
+--                 insecure=false (warned on every use) }
+--   The file itself must be root's or yours and writable by no one else (pgr.sys.trusted).
 --   commands    name -> argv array (run directly, no shell) | string (run by /bin/sh -c) | false (skip)
 local errors = require "pgr.errors"
 
@@ -36,6 +43,8 @@ M.DEFAULTS = {
   nodes = nil,
   ssh = { user = "root", port = nil, identity = nil, options = {}, fanout = 32, timeout = 60 },
   s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil, readahead_mb = 32 },
+  -- the database pods: TLS as Spilo serves it (see pgr.security.pg_tls)
+  postgres = { sslmode = "require", channel_binding = nil, sslrootcert = nil },
   state_dir = nil,
   restore_jobs = 1,
   lease_seconds = 300,
@@ -95,13 +104,75 @@ local function check_url(v)
 end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
-                context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true }
+                context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true,
+                postgres = true }
+
+-- The fields of the sub-tables, checked as the top-level ones are: a misspelt key is an error that
+-- names it, never a setting silently ignored.
+local KNOWN_SUB = {
+  ssh = { "fanout", "identity", "options", "port", "program", "timeout", "user" },
+  s3 = { "bucket", "ca_bundle", "credentials", "endpoint", "insecure", "readahead_mb", "region", "resumes",
+          "virtual_host" },
+  ["s3.credentials"] = { "access_key", "file", "secret", "secret_key" },
+  keycloak = { "client_id", "credentials_file", "insecure", "token_url" },
+  postgres = { "channel_binding", "sslmode", "sslrootcert" },
+}
+
+local SSLMODES = { disable = true, allow = true, prefer = true, require = true, ["verify-ca"] = true,
+                   ["verify-full"] = true }
+local CHANNEL_BINDINGS = { disable = true, prefer = true, require = true }
+
+local function unknown_key(t, name, path)
+  if type(t) ~= "table" then return nil end
+  local known = {}
+  for _, k in ipairs(KNOWN_SUB[name]) do known[k] = true end
+  for k in pairs(t) do
+    if not known[k] then
+      return fail(path, name .. "." .. tostring(k), ("is not a field of %s (known: %s)"):format(name,
+        table.concat(KNOWN_SUB[name], ", ")))
+    end
+  end
+end
+
+-- ssh's options that take the next word as their argument (ssh(1)); any other word must be an
+-- option itself: a bare "StrictHostKeyChecking=yes" would reach ssh as the host name.
+local SSH_ARG_OPTIONS = {}
+for c in ("BbcDEeFIiJLlmOopQRSWw"):gmatch(".") do SSH_ARG_OPTIONS["-" .. c] = true end
+
+local function check_ssh_options(opts, path)
+  if type(opts) ~= "table" then return fail(path, "ssh.options", "must be a list of ssh arguments") end
+  local n = #opts
+  for k in pairs(opts) do
+    if math.type(k) ~= "integer" or k < 1 or k > n then
+      return fail(path, "ssh.options", "must be a list of ssh arguments, such as { \"-o\", \"StrictHostKeyChecking=yes\" }")
+    end
+  end
+  local i = 1
+  while i <= n do
+    local w = opts[i]
+    if type(w) ~= "string" then
+      return fail(path, ("ssh.options[%d]"):format(i), ("must be a string (got %s)"):format(type(w)))
+    end
+    if w:sub(1, 1) ~= "-" or w == "-" or w == "--" then
+      return fail(path, ("ssh.options[%d]"):format(i), ("%q is not an ssh option: ssh would take it for the host "
+        .. "name; write \"-o\", %q (or \"-o%s\")"):format(w, w, w))
+    end
+    if SSH_ARG_OPTIONS[w] then
+      if type(opts[i + 1]) ~= "string" then
+        return fail(path, ("ssh.options[%d]"):format(i), ("%s needs its argument as the next word"):format(w))
+      end
+      i = i + 2
+    else
+      i = i + 1
+    end
+  end
+end
 
 local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
       return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "lease_seconds, nodes, restore_jobs, s3, ssh, state_dir)")
+        .. "lease_seconds, nodes, postgres, restore_jobs, s3, ssh, state_dir)")
     end
   end
   for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
@@ -117,11 +188,48 @@ local function validate(t, path)
   if ls ~= nil and (math.type(ls) ~= "integer" or ls < 1 or ls > 86400) then
     return fail(path, "lease_seconds", "must be a whole number of seconds from 1 to 86400")
   end
-  for _, f in ipairs({ "ssh", "s3", "keycloak", "commands" }) do
+  for _, f in ipairs({ "ssh", "s3", "keycloak", "commands", "postgres" }) do
     local e = opt_type(t[f], "table")
     if e then return fail(path, f, e) end
   end
+  for _, name in ipairs({ "ssh", "s3", "keycloak", "postgres" }) do
+    local ok, e = unknown_key(t[name], name, path)
+    if ok == nil and e then return nil, e end
+  end
+  if t.s3 and type(t.s3.credentials) == "table" then
+    local ok, e = unknown_key(t.s3.credentials, "s3.credentials", path)
+    if ok == nil and e then return nil, e end
+  end
+  for _, f in ipairs({ "s3.insecure", "s3.virtual_host", "keycloak.insecure" }) do
+    local top, sub = f:match("^(%w+)%.(.+)$")
+    local v = t[top] and t[top][sub]
+    if v ~= nil and type(v) ~= "boolean" then return fail(path, f, "must be true or false") end
+  end
+  if t.postgres then
+    local pgs = t.postgres
+    if pgs.sslmode ~= nil and not SSLMODES[pgs.sslmode] then
+      return fail(path, "postgres.sslmode", "must be one of require, verify-ca, verify-full (or, for databases "
+        .. "without TLS, prefer, allow, disable)")
+    end
+    if pgs.channel_binding ~= nil and not CHANNEL_BINDINGS[pgs.channel_binding] then
+      return fail(path, "postgres.channel_binding", "must be require, prefer or disable")
+    end
+    local e = opt_type(pgs.sslrootcert, "string")
+    if e then return fail(path, "postgres.sslrootcert", e) end
+    if (pgs.sslmode == "verify-ca" or pgs.sslmode == "verify-full") and not pgs.sslrootcert then
+      return fail(path, "postgres.sslrootcert", ("is needed with sslmode %q: the CA that signed the database "
+        .. "pods' certificates (PEM)"):format(pgs.sslmode))
+    end
+    if pgs.sslrootcert then
+      local f = io.open(pgs.sslrootcert, "r")
+      if not f then return fail(path, "postgres.sslrootcert", ("%s cannot be read"):format(pgs.sslrootcert)) end
+      f:close()
+    end
+  end
   if t.ssh then
+    if t.ssh.program ~= nil and (type(t.ssh.program) ~= "string" or t.ssh.program == "") then
+      return fail(path, "ssh.program", "must be the ssh program to run (a path or a name on PATH)")
+    end
     for _, f in ipairs({ "user", "identity" }) do
       local e = opt_type(t.ssh[f], "string")
       if e then return fail(path, "ssh." .. f, e) end
@@ -132,20 +240,28 @@ local function validate(t, path)
         return fail(path, "ssh." .. f, "must be a positive number")
       end
     end
-    if t.ssh.options ~= nil and type(t.ssh.options) ~= "table" then
-      return fail(path, "ssh.options", "must be a list of ssh -o options")
+    if t.ssh.options ~= nil then
+      local ok, e = check_ssh_options(t.ssh.options, path)
+      if ok == nil and e then return nil, e end
     end
   end
   if t.s3 then
     local e = check_url(t.s3.endpoint)
     if e then return fail(path, "s3.endpoint", e) end
-    for _, f in ipairs({ "region", "bucket" }) do
+    for _, f in ipairs({ "region", "bucket", "ca_bundle" }) do
       e = opt_type(t.s3[f], "string")
       if e then return fail(path, "s3." .. f, e) end
     end
     local ra = t.s3.readahead_mb
     if ra ~= nil and (math.type(ra) ~= "integer" or ra < 0 or ra > 4096) then
       return fail(path, "s3.readahead_mb", "must be a whole number of MiB from 0 (no read-ahead) to 4096")
+    end
+    if t.s3.insecure and t.s3.ca_bundle then
+      return fail(path, "s3.insecure", "and s3.ca_bundle exclude each other: verify against the CA, or not at all")
+    end
+    local r = t.s3.resumes
+    if r ~= nil and (math.type(r) ~= "integer" or r < 0) then
+      return fail(path, "s3.resumes", "must be a whole number, 0 or more")
     end
     local c = t.s3.credentials
     if c ~= nil then
@@ -202,6 +318,14 @@ function M.load(path)
   if explicit == "" then explicit = nil end
   path = explicit or M.DEFAULT_PATH
   local f = io.open(path, "r")
+  if f then
+    -- it configures what runs as root: root's or yours, and writable by no one else
+    local trusted, terr = require("pgr.sys").trusted(path)
+    if not trusted then
+      f:close()
+      return nil, errors.new("site", ("refusing the site file %s: %s"):format(path, terr.message), { path = path })
+    end
+  end
   if not f then
     if not explicit then
       local s = M.defaults()

@@ -3,7 +3,10 @@
 # echoes requests, counts connections (keep-alive checks), sleeps, cuts. Prints "port=N" once up.
 # Usage: httpd.py ADDR WATCH_PID [CERT KEY]     (exits when WATCH_PID is gone)
 # Routes: /echo (method, headers, body as JSON), /status/N, /sleep/SECONDS, /bytes/N,
-#         /conn (the id of this TCP connection), /cut (headers, half a body, then RST)
+#         /conn (the id of this TCP connection), /cut (headers, half a body, then RST),
+#         /s3-MODE?list-type=2... a ListObjectsV2 server that never ends its listing (MODE: loop repeats
+#         its continuation token, cycle repeats its keys, empty sends no keys, grow sends new keys for
+#         ever; each gives up after 5000 pages), /s3-count/MODE (the pages it served)
 import json
 import os
 import socket
@@ -18,6 +21,7 @@ addr, watch = sys.argv[1], int(sys.argv[2])
 cert = sys.argv[3] if len(sys.argv) > 4 else None
 key = sys.argv[4] if len(sys.argv) > 4 else None
 counter = {"n": 0}
+listed = {}
 lock = threading.Lock()
 
 
@@ -57,6 +61,10 @@ class Handler(BaseHTTPRequestHandler):
         elif p.startswith("/sleep/"):
             time.sleep(float(p.split("/")[2]))
             self.send(200, b"slept", "text/plain")
+        elif p.startswith("/s3-count/"):
+            self.send(200, str(listed.get(p.split("/")[2], 0)).encode(), "text/plain")
+        elif p.startswith("/s3-"):
+            self.s3_list(p[4:].split("/")[0])
         elif p.startswith("/bytes/"):
             self.send(200, b"x" * int(p.split("/")[2]), "application/octet-stream")
         elif p.startswith("/conn"):
@@ -73,6 +81,27 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             self.send(404, b"no route", "text/plain")
+
+    def s3_list(self, mode):
+        with lock:
+            n = listed[mode] = listed.get(mode, 0) + 1
+        if n > 5000:  # a client that never stops would otherwise keep the spec running for ever
+            return self.send(500, b"<Error><Code>InternalError</Code><Message>too many pages</Message></Error>",
+                             "application/xml")
+        if mode == "loop":
+            keys, token = ["k%06d" % n], "the-same-token"
+        elif mode == "cycle":
+            keys, token = ["k1", "k2"], "A" if n % 2 else "B"
+        elif mode == "empty":
+            keys, token = [], "t%d" % n
+        else:
+            keys, token = ["k%06d-%d" % (n, i) for i in range(10)], "t%d" % n
+        contents = "".join("<Contents><Key>%s</Key><Size>1</Size><ETag>&quot;x&quot;</ETag>"
+                           "<LastModified>2024-01-01T00:00:00.000Z</LastModified></Contents>" % k for k in keys)
+        body = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><KeyCount>%d</KeyCount>'
+                "<IsTruncated>true</IsTruncated>%s<NextContinuationToken>%s</NextContinuationToken>"
+                "</ListBucketResult>" % (len(keys), contents, token))
+        self.send(200, body.encode(), "application/xml")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
 

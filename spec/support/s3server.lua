@@ -44,7 +44,7 @@ function M.start(opts)
     local pid = capture(("python3 %s/tests/s3/cutproxy.py %s %s %s %d %d %d %s > %s/out 2>&1 & echo $!"):format(
       ROOT, M.ADDR, srv.host, srv.port, after, cuts, sys.getpid(), mode or "", sh_quote(pdir))):match("%d+")
     local port
-    for _ = 1, 100 do
+    for _ = 1, 600 do -- 30 s
       local f = io.open(pdir .. "/out")
       local text = f and f:read("a") or ""
       if f then f:close() end

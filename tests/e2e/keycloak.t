@@ -11,7 +11,7 @@ USER_NAME=admin USER_PASSWORD=$KC_PASSWORD COUNT_FILE=$E2E/kc-grants \
   python3 "$(dirname "$0")/tokenserver.py" "$KC_ADDR" >"$E2E/kc.out" 2>&1 &
 BG_PIDS+=($!)
 disown $!
-for _ in $(seq 1 100); do grep -q port= "$E2E/kc.out" && break; sleep 0.05; done
+for _ in $(seq 1 600); do grep -q port= "$E2E/kc.out" && break; sleep 0.05; done
 KEYCLOAK_URL="http://$KC_ADDR:$(sed -n 's/^port=//p' "$E2E/kc.out")/keycloak/realms/shasta/protocol/openid-connect/token"
 KEYCLOAK_CREDS=$E2E/kc-creds
 E2E_NODES=0 e2e_up

@@ -16,6 +16,8 @@ snapshot() { # NS CLUSTER CLIENT_KIND CLIENT
   kubectl get secrets -n "$1" -l "cluster-name=$2" -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}'
   echo
   kubectl get "$3" "$4" -n "$1" -o jsonpath='{.spec.replicas} {.metadata.generation}'
+  echo
+  kubectl get secrets -n "$1" -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}'
 }
 # refused DESC PATTERN ARGS...: pgr run exits 3, says PATTERN, changes nothing, leaves nothing to resume
 refused() {
@@ -79,6 +81,15 @@ refused "the manifest of another service" "in namespace services, not spire" \
 sed 's/spire-postgres/spire-postgres-old/' "$MANIFEST" > "$E2E/other.manifest"
 refused "the manifest of another cluster in the namespace" "does not hold the credentials of spire/spire-postgres" \
   services/spire.lua --dump "$DUMP" --manifest "$E2E/other.manifest" --yes
+
+# a hostile or corrupt manifest: a secret named '..' or '.' would reach the API path as the namespace or
+# the whole collection; refused in preflight, naming the entry, with not one secret of the namespace gone
+for bad in '..' '.'; do
+  { cat "$MANIFEST"; printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: "%s"\n  namespace: spire\ntype: Opaque\ndata:\n  password: eA==\n' "$bad"; } \
+    > "$E2E/dots.manifest"
+  refused "a manifest with a secret named '$bad'" "secret #[0-9]+ has the name \"${bad//./\\.}\", which is not a valid Secret name" \
+    services/spire.lua --dump "$DUMP" --manifest "$E2E/dots.manifest" --yes
+done
 
 "$KS" admin "$SIM" '{"op":"deny","verb":"delete","resource":"postgresqls","namespace":"spire"}' >/dev/null
 refused "a denied verb (delete postgresqls)" "not allowed in namespace spire: delete postgresqls" \

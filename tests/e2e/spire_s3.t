@@ -6,6 +6,9 @@
 e2e_up
 e2e_s3_up
 USERS="postgres service_account spire standby"
+# `pgr run spire` finds services/ beside the binary (the build tree); a binary elsewhere (build/asan)
+# is given the path
+spire=spire; [ -f "$(dirname "$PGR")/services/spire.lua" ] || spire=$ROOT/services/spire.lua
 
 backup spire-postgres
 fp0=$(fingerprint spire-postgres spire)
@@ -17,19 +20,20 @@ cp "$DUMP" "$lonely"
 s3_upload "$lonely"
 
 sql spire-postgres spire "DELETE FROM selectors; DROP TABLE bundles" || bail "break spire"
-pgr_run spire --yes --jobs 2
+pgr_run "$spire" --yes --jobs 2
 rc=$?
 is "pgr run spire --jobs 2 (newest complete backup in S3) exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
 grep -q "COPY rows, .*, 2 connections" "$E2E/out"; ok $? "the dump was loaded over 2 connections (fed from one read of the object)"
 grep -q "s3://postgres-backup/$name.psql" "$E2E/out"; ok $? "the newest complete backup was chosen ($name)"
 grep -q "4 secrets re-created from the manifest" "$E2E/out"; ok $? "the backup's manifest was applied"
+grep -q "^warning: the S3 endpoint $S3_ENDPOINT is plain HTTP" "$E2E/out"; ok $? "the run warns that the S3 endpoint is plain HTTP"
 is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"
 is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
 is "spire-server replicas restored" "$(replicas statefulset spire-server spire)" 3
 
 sql spire-postgres spire "DELETE FROM selectors WHERE id > 300; DELETE FROM registered_entries WHERE id > 300" || bail "break spire again"
-pgr_run spire --backup spire-postgres-2099-01-01T00:00:00 --yes
+pgr_run "$spire" --backup spire-postgres-2099-01-01T00:00:00 --yes
 rc=$?
 is "pgr run spire --backup NAME (no manifest in S3) exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
@@ -49,7 +53,7 @@ grep -qE "spire-postgres +operator +[0-9.]+ [KM]iB +complete +${key%.sql.gz}\$" 
 grep -qE "spire-postgres +csm +.* +no \.manifest +spire-postgres-2099-01-01T00:00:00\$" "$E2E/backups.out"
 ok $? "... beside CSM's, the one without its manifest marked incomplete"
 sql spire-postgres spire "DELETE FROM selectors; DELETE FROM migrations" || bail "break spire a third time"
-pgr_run spire --backup "${key%.sql.gz}" --yes
+pgr_run "$spire" --backup "${key%.sql.gz}" --yes
 rc=$?
 is "pgr run spire --backup <the operator's logical backup> exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
@@ -59,7 +63,7 @@ is "the spire database equals the operator's backup" "$(fingerprint spire-postgr
 is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
 SAME_PASSWORDS=no same_as_psql "spire from the operator's backup" spire-postgres spire "$DUMP"
 
-pgr_run spire --backup spire-postgres-1999-01-01T00:00:00 --yes
+pgr_run "$spire" --backup spire-postgres-1999-01-01T00:00:00 --yes
 is "a backup that is not in S3 stops the run in preflight (exit 3)" "$?" 3
 grep -q "no backup named spire-postgres-1999-01-01T00:00:00" "$E2E/out"; ok $? "the message names the missing backup"
 done_testing

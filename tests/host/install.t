@@ -17,6 +17,12 @@ out=$(cd / && env -i PATH=/usr/bin:/bin HOME="$dest" "$dest/usr/bin/pgr" -e 'pri
 ok "the installed binary loads its embedded library from /" '[ "$out" = "true	{ 1 }" ] || { echo "# $out"; false; }'
 out=$(cd / && "$dest/usr/bin/pgr" version 2>&1)
 ok "pgr version runs from the installed copy" 'echo "$out" | grep -q "^pgr [0-9]"'
+# a bare service name is the installed procedure, never one in the current directory
+mkdir -p "$dest/cwd/services" && printf 'error("the current directory ran")\n' > "$dest/cwd/services/spire.lua"
+cp "$dest/cwd/services/spire.lua" "$dest/cwd/spire"
+out=$(cd "$dest/cwd" && "$dest/usr/bin/pgr" plan spire 2>&1)
+ok "pgr plan spire runs the installed procedure, not ./services/spire.lua" \
+  'echo "$out" | head -1 | grep -q "^spire — Restore Postgres for Spire" || { echo "# $out"; false; }'
 make -s uninstall DESTDIR="$dest" PREFIX=/usr >/dev/null 2>&1
 ok "make uninstall removes it" '[ ! -e "$dest/usr/bin/pgr" ] && [ ! -e "$dest/usr/share/pgr" ]'
 echo "1..$n"

@@ -17,9 +17,9 @@ trap cleanup EXIT
 n=0
 ok() { n=$((n + 1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n - $1"; fi; }
 screen() { tmux -L "$sock" capture-pane -p -t kc -S -50; }
-# wait_for TEXT: until the terminal shows TEXT (10 s at most)
+# wait_for TEXT: until the terminal shows TEXT (30 s at most)
 wait_for() {
-  for _ in $(seq 1 200); do screen | grep -qF "$1" && return 0; sleep 0.05; done
+  for _ in $(seq 1 600); do screen | grep -qF "$1" && return 0; sleep 0.05; done
   screen | sed 's/^/# | /'
   return 1
 }
@@ -28,7 +28,7 @@ PASSWORD='kc-Pr0mpt pass;word'
 USER_NAME=admin USER_PASSWORD=$PASSWORD COUNT_FILE=$T/grants \
   python3 tests/e2e/tokenserver.py 127.25.9.1 >"$T/srv.out" 2>&1 &
 srv=$!
-for _ in $(seq 1 100); do grep -q '^port=' "$T/srv.out" 2>/dev/null && break; sleep 0.05; done
+for _ in $(seq 1 600); do grep -q '^port=' "$T/srv.out" 2>/dev/null && break; sleep 0.05; done
 port=$(sed -n 's/^port=//p' "$T/srv.out")
 ok "the token endpoint is up" '[ -n "$port" ]'
 
@@ -59,7 +59,7 @@ run_prompt() {
   wait_for "Keycloak password:" || return 1
   tmux -L "$sock" send-keys -t kc -l "$2"
   tmux -L "$sock" send-keys -t kc Enter
-  for _ in $(seq 1 200); do [ -s "$T/result" ] && break; sleep 0.05; done
+  for _ in $(seq 1 600); do [ -s "$T/result" ] && break; sleep 0.05; done
   screen >"$T/screen"
 }
 

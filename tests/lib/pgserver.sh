@@ -6,6 +6,8 @@
 #   down DIR             stop it (immediate) and remove DIR
 # The postgres role's password is $PGSERVER_PASSWORD (default below); TCP needs scram-sha-256, the
 # unix socket in DIR is trusted. $PGSERVER_OPTS adds server options ("-c name=value ..."). The template lives in ${PGSERVER_CACHE:-/tmp}/pgr-pgtemplate-<major>.
+# PGSERVER_TLS=1: the server runs as Spilo does (ssl = on; pg_hba: hostnossl reject, hostssl md5),
+# with a certificate for ADDR signed by a CA of its own: DIR/tls/ca.crt.
 set -eu
 PGSERVER_PASSWORD=${PGSERVER_PASSWORD:-pgr-test-secret}
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -43,10 +45,25 @@ up)
   t=$(template)
   rm -rf "$dir"; mkdir -p "$dir"; chown postgres "$dir"; chmod 0700 "$dir"
   cp -a "$t" "$dir/data"
+  tls_opts=""
+  if [ "${PGSERVER_TLS:-0}" = 1 ]; then
+    tls=$dir/tls
+    mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tls/ca.key" \
+      -out "$tls/ca.crt" -days 2 -subj /CN=pgr-test-ca >/dev/null 2>&1
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tls/server.key" \
+      -out "$tls/server.csr" -subj "/CN=$addr" >/dev/null 2>&1
+    printf 'subjectAltName=IP:%s\n' "$addr" > "$tls/ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+      -out "$tls/server.crt" -days 2 -extfile "$tls/ext" >/dev/null 2>&1
+    chown -R postgres "$tls"; chmod 0600 "$tls/server.key" "$tls/ca.key"; chmod 0644 "$tls/ca.crt"
+    printf 'local all all trust\nhostnossl all all all reject\nhostssl all all all md5\n' > "$dir/data/pg_hba.conf"
+    tls_opts="-c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key"
+  fi
   for attempt in 1 2 3 4 5; do
     [ "${4:-0}" = 0 ] && port=$(free_port "$addr")
     if runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=$addr -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB ${PGSERVER_OPTS:-}" start >/dev/null; then
+        -o "-p $port -k $dir -c listen_addresses=$addr -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB $tls_opts ${PGSERVER_OPTS:-}" start >/dev/null; then
       echo "$addr $port" > "$dir/addr"
       echo "host=$addr port=$port user=postgres password=$PGSERVER_PASSWORD dbname=postgres"
       exit 0

@@ -24,7 +24,7 @@ _sshnodes_expand() {
 
 _sshnodes_wait_listen() { # port count pid -> 0 when `count` sockets listen on port
   local port=$1 count=$2 pid=$3 i n
-  for i in $(seq 1 200); do
+  for i in $(seq 1 600); do # 30 s: sshd starts slowly on a busy machine
     kill -0 "$pid" 2>/dev/null || return 1
     n=$(ss -ltnH "sport = :$port" 2>/dev/null | wc -l)
     [ "$n" -ge "$count" ] && return 0

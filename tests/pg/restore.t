@@ -162,7 +162,7 @@ up kill 127.21.1.9
 "$PGR" restore --quiet --conn "$(conn kill)" "$T/slow.sql" > "$T/kill.out" 2>&1 &
 rpid=$!
 killed=0
-for _ in $(seq 1 200); do
+for _ in $(seq 1 300); do
   r=$(psql_ kill -d postgres -Atc "select pg_terminate_backend(pid) from pg_stat_activity where query like 'COPY public.slow%' and state = 'active'")
   [ "$r" = t ] && { killed=1; break; }
   sleep 0.1
@@ -238,7 +238,7 @@ loaded=$(psql_ stopj -d postgres -Atc "SELECT (SELECT count(*) > 0 FROM public.s
 up lost 127.21.1.14
 "$PGR" restore --jobs 2 --conn "$(conn lost)" "$T/lost.sql" > "$T/lost.out" 2>&1 &
 rpid=$!
-for _ in $(seq 1 200); do
+for _ in $(seq 1 600); do
   [ "$(psql_ lost -d postgres -Atc "select count(*) from pg_stat_activity where query like 'COPY public.big%' and state = 'active'")" = 2 ] && break
   sleep 0.05
 done

@@ -87,7 +87,9 @@ static void test_capture_and_exit(void)
     fo_add(r, noexec);
     struct seen x;
     memset(&x, 0, sizeof x);
+    double t0 = now();
     CHECK(run_all(r, record, &x) == 0, "all children finish");
+    double took = now() - t0;
     const fo_result *a = fo_get(r, 0);
     CHECK_INT(a->outcome, FO_EXITED, "exit: outcome exited");
     CHECK_INT(a->exit_code, 3, "exit: code 3");
@@ -108,7 +110,7 @@ static void test_capture_and_exit(void)
         order = order && x.starts[i] == 1 && x.dones[i] == 1;
     CHECK(order && x.out_after_done == 0, "each child: one start, output, one done, in that order");
     CHECK(x.outlen[0] == 6 && memcmp(x.out[0], "hello\n", 6) == 0, "output events carry the bytes");
-    CHECK(fo_get(r, 0)->elapsed > 0 && fo_get(r, 0)->elapsed < 30, "elapsed measured");
+    CHECK(fo_get(r, 0)->elapsed > 0 && fo_get(r, 0)->elapsed <= took, "elapsed measured, within the run");
     fo_free(r);
 }
 
@@ -171,8 +173,8 @@ static void test_fanout_limit(void)
 
 static int gone(pid_t pid)
 {
-    /* the orphan is reaped by init, maybe not at once: give it a few seconds */
-    for (int i = 0; i < 500; i++) {
+    /* the orphan is reaped by init, maybe not at once: a generous bound on a busy machine */
+    for (int i = 0; i < 6000; i++) {
         if (kill(pid, 0) == -1 && errno == ESRCH)
             return 1;
         usleep(10000);
@@ -182,17 +184,17 @@ static int gone(pid_t pid)
 
 static void test_timeout_kills_group(void)
 {
-    fo_config cfg = config(2, 0.5);
+    /* No speed assumption: the timeout (10 s) is far longer than a quick child or an echo takes on a
+     * busy machine, and the sleeps (600 s) far longer than run_all's 60 s bound, which fails the test
+     * if the timeout does not end them. */
+    fo_config cfg = config(3, 10);
     cfg.kill_grace = 0.5;
     fo_run *r = fo_new(&cfg);
     /* the background sleep is a grandchild: the kill must reach the whole group */
-    add_sh(r, "sleep 60 & echo $!; sleep 60");
+    add_sh(r, "sleep 600 & echo $!; sleep 600");
     add_sh(r, "trap '' TERM; echo stubborn; while :; do sleep 0.05; done");
     add_sh(r, "echo quick");
-    double t0 = now();
-    CHECK(run_all(r, NULL, NULL) == 0, "timeout: finishes");
-    double took = now() - t0;
-    CHECK(took < 10, "timeout: did not wait for the 60 s sleeps");
+    CHECK(run_all(r, NULL, NULL) == 0, "timeout: finishes, without waiting for the 600 s sleeps");
     const fo_result *a = fo_get(r, 0);
     CHECK_INT(a->outcome, FO_TIMED_OUT, "timeout: outcome timed_out");
     CHECK_INT(a->term_signal, SIGTERM, "timeout: ended by SIGTERM");
@@ -204,6 +206,39 @@ static void test_timeout_kills_group(void)
     CHECK_STR(b->data[FO_STDOUT], "stubborn\n", "timeout: output before the kill is kept");
     CHECK_INT(fo_get(r, 2)->outcome, FO_EXITED, "timeout: a quick child is unaffected");
     fo_free(r);
+}
+
+static void test_env_drop(void)
+{
+    setenv("PGPASSWORD", "pg-secret", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "aws-secret", 1);
+    setenv("my_api_token", "tok", 1);
+    setenv("PGR_KEEP_ME", "kept", 1);
+    static const char *const drop[] = { "PASSWORD", "SECRET", "TOKEN", NULL };
+    fo_config cfg = config(2, 0);
+    cfg.env_drop = drop;
+    fo_run *r = fo_new(&cfg);
+    const char *argv[] = { "env", NULL };
+    fo_add(r, argv);
+    CHECK(run_all(r, NULL, NULL) == 0, "env: runs");
+    const char *out = fo_get(r, 0)->data[FO_STDOUT] ? fo_get(r, 0)->data[FO_STDOUT] : "";
+    CHECK(strstr(out, "PGR_KEEP_ME=kept") != NULL, "env: an ordinary variable is passed");
+    CHECK(strstr(out, "pg-secret") == NULL && strstr(out, "aws-secret") == NULL && strstr(out, "tok") == NULL,
+          "env: PGPASSWORD, AWS_SECRET_ACCESS_KEY and a lower-case *_token are not passed");
+    CHECK(strstr(out, "PATH=") != NULL, "env: PATH is passed");
+    fo_free(r);
+    /* without env_drop: the whole environment */
+    cfg.env_drop = NULL;
+    r = fo_new(&cfg);
+    fo_add(r, argv);
+    CHECK(run_all(r, NULL, NULL) == 0, "env: runs again");
+    out = fo_get(r, 0)->data[FO_STDOUT] ? fo_get(r, 0)->data[FO_STDOUT] : "";
+    CHECK(strstr(out, "PGPASSWORD=pg-secret") != NULL, "env: no env_drop, every variable");
+    fo_free(r);
+    unsetenv("PGPASSWORD");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("my_api_token");
+    unsetenv("PGR_KEEP_ME");
 }
 
 static void on_alarm(int sig) { (void)sig; }
@@ -221,13 +256,12 @@ static void test_stop_and_interrupt(void)
     sigaction(SIGALRM, &sa, NULL);
     struct itimerval it = { { 0, 0 }, { 0, 300000 } };
     setitimer(ITIMER_REAL, &it, NULL);
-    double t0 = now();
     long left = 0;
     /* the first steps see the child's output; then the wait is long and the alarm cuts it */
     for (int i = 0; i < 20 && (left = fo_step(r, 5000, NULL, NULL)) > 0; i++)
         ;
+    /* (the children sleep 60 s: without the alarm the 20 steps of 5 s would end with children left) */
     CHECK(left == -1 && errno == EINTR, "a signal ends the wait with EINTR");
-    CHECK(now() - t0 < 4, "interrupted promptly");
     CHECK_INT(fo_running(r), 2, "children still running after the interruption");
     pid_t grandchild = (pid_t)atoi(fo_get(r, 0)->data[FO_STDOUT] ? fo_get(r, 0)->data[FO_STDOUT] : "0");
     fo_stop(r);
@@ -252,5 +286,6 @@ int main(void)
     test_fanout_limit();
     test_timeout_kills_group();
     test_stop_and_interrupt();
+    test_env_drop();
     return tap_done();
 }

@@ -5,6 +5,7 @@
 #include "yamldoc.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static enum ydoc_type resolve(const char *s, struct ydoc_node *out)
@@ -216,9 +217,28 @@ int main(void)
                        "i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n";
     CHECK(!parse(bomb, &st, &err), "billion laughs refused");
     CHECK(strstr(err.message, "alias") != NULL && err.line > 0, "refusal names aliases and a line");
-    struct ydoc_limits small = { 5, 1000 };
+    struct ydoc_limits small = { 5, 1000, 0 };
     CHECK(!ydoc_parse("a: &a [1, 2, 3]\nb: *a\nc: *a\n", 29, &small, &st, &err), "alias bound is configurable");
-    struct ydoc_limits shallow = { 1000, 3 };
+    /* few nodes, many bytes: a long string copied by aliases (a 115 KB manifest once took ~1 GB) */
+    {
+        size_t slen = 100000, nal = 400;
+        size_t cap = slen + nal * 6 + 64;
+        char *big = malloc(cap);
+        size_t o = (size_t)snprintf(big, cap, "a: &a \"");
+        memset(big + o, 'x', slen);
+        o += slen;
+        o += (size_t)snprintf(big + o, cap - o, "\"\nb: [");
+        for (size_t i = 0; i < nal; i++)
+            o += (size_t)snprintf(big + o, cap - o, "%s*a", i ? ", " : "");
+        o += (size_t)snprintf(big + o, cap - o, "]\n");
+        CHECK(!parse(big, &st, &err) && strstr(err.message, "aliases expand to more than 16777216 bytes"),
+              "a long string aliased 400 times (40 MB of copies, 400 nodes) refused by bytes");
+        struct ydoc_limits roomy = { 100000, 1000, 64u << 20 };
+        CHECK(ydoc_parse(big, o, &roomy, &st, &err) && st.n == 1, "the byte bound is configurable");
+        ydoc_stream_free(&st);
+        free(big);
+    }
+    struct ydoc_limits shallow = { 1000, 3, 0 };
     CHECK(!ydoc_parse("[[[[1]]]]", 9, &shallow, &st, &err) && strstr(err.message, "nesting"), "depth bound");
 
     /* emit and parse back */

@@ -29,7 +29,13 @@ A gzip'd dump or standard input loads over one connection.
 From s3:// a thread reads the object ahead of the load, up to s3.readahead_mb of the site file
 (default 32 MiB; with --jobs as much again is held for the connections), so the network and the
 server work at once; a cut connection is resumed where it stopped.
-The connection defaults to libpq's environment (PGHOST, PGUSER, PGPASSWORD, service files).]],
+The connection defaults to libpq's environment (PGHOST, PGUSER, PGPASSWORD, service files).
+
+TLS: --conn is libpq's own, with libpq's defaults: sslmode=prefer uses TLS when the server
+offers it, checks no certificate, and sends the password in clear to a server (or a man in the
+middle) that refuses TLS. Say what you need in CONNINFO, e.g. 'sslmode=verify-full
+sslrootcert=ca.pem' or 'sslmode=require channel_binding=require'. (pgr run connects to the
+database pods as the site file's postgres settings say: TLS required by default.)]],
   flags = {
     { name = "conn", short = "c", value = "CONNINFO", help = "libpq connection string or URI" },
     { name = "jobs", short = "j", value = "N", help = "parallel loading connections (file or s3://)" },

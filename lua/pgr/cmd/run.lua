@@ -10,7 +10,8 @@ local M = {
   usage = "Usage: pgr run FILE [--backup NAME | --dump PATH [--manifest PATH]] [--jobs N] [--dry-run] [--yes] [--resume]",
   help = [[
 FILE is a procedure: a path such as services/spire.lua, or a service name (spire, keycloak, vcs,
-hsm, sls). `pgr plan FILE` lists its steps without contacting anything.
+hsm, sls) looked up in /etc/pgr/services and the installed share/pgr/services, never in the
+current directory. `pgr plan FILE` lists its steps without contacting anything.
 
 What is restored:
   (no source option)   the newest complete backup of the service in the site's S3 bucket
