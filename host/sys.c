@@ -122,18 +122,6 @@ static int errno_fail(lua_State *L, const char *what, const char *path)
     return 2;
 }
 
-/* executable() -> the path of this pgr binary (/proc/self/exe), to start copies of itself */
-static int sys_executable(lua_State *L)
-{
-    char buf[4096];
-    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n < 0)
-        return errno_fail(L, "cannot read", "/proc/self/exe");
-    buf[n] = '\0';
-    lua_pushstring(L, buf);
-    return 1;
-}
-
 /* mkdir(path [, mode=0700]): creates every missing parent too; true if it exists afterwards */
 static int sys_mkdir(lua_State *L)
 {
@@ -462,7 +450,7 @@ int luaopen_pgr_sys(lua_State *L)
     static const luaL_Reg fns[] = {
         { "isatty", sys_isatty }, { "now", sys_now }, { "time", sys_time }, { "sleep", sys_sleep },
         { "getpid", sys_getpid }, { "geteuid", sys_geteuid }, { "pid_alive", sys_pid_alive },
-        { "executable", sys_executable }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
+        { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
         { "versions", sys_versions }, { "trusted", sys_trusted }, { "private_dir", sys_private_dir },
