@@ -186,6 +186,24 @@ static int sys_write_file(lua_State *L)
     return 1;
 }
 
+/* fsync(path) -> true | nil, err: flushes a file (or a directory: a rename in it) to disk. */
+static int sys_fsync(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return errno_fail(L, "cannot open", path);
+    if (fsync(fd) == -1) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return errno_fail(L, "cannot sync", path);
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* append_line(path, line [, mode=0600]): one write of line.."\n" with O_APPEND, then fsync —
  * the journal's primitive: a record is either wholly there or absent. */
 static int sys_append_line(lua_State *L)
@@ -375,6 +393,7 @@ int luaopen_pgr_sys(lua_State *L)
         { "isatty", sys_isatty }, { "now", sys_now }, { "time", sys_time }, { "sleep", sys_sleep },
         { "getpid", sys_getpid }, { "pid_alive", sys_pid_alive }, { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
+        { "fsync", sys_fsync },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
         { "versions", sys_versions }, { NULL, NULL } };
     luaL_newlib(L, fns);

@@ -694,11 +694,14 @@ local function preflight_steps(svc)
         local c, err = s3_client(ctx)
         if not c then return nil, err end
         local bucket = ctx._s3cfg.bucket
-        local list
-        list, err = require("pgr.s3").list_backups(c, bucket, svc.backup_prefix or svc.cluster)
-        if not list then return nil, err end
         local want = ctx.source.backup and ctx.source.backup:gsub("%.psql$", ""):gsub("%.manifest$", "")
           :gsub("%.sql%.gz$", "")
+        local s3mod = require "pgr.s3"
+        local list
+        -- pgr's own backups (pgr/<cluster>-...) only when one is named: never chosen by default
+        list, err = s3mod.list_backups(c, bucket, svc.backup_prefix or svc.cluster,
+          { pgr = want ~= nil and want:sub(1, #s3mod.PGR_PREFIX) == s3mod.PGR_PREFIX })
+        if not list then return nil, err end
         local chosen
         for _, b in ipairs(list) do
           -- the newest complete pair; a named backup is taken even without its manifest
