@@ -39,19 +39,41 @@ describe("pgr.restore procedures", function()
 
   it("spire: the runbook's order, then Spire's own steps", function()
     local n = names(load("spire"))
-    assert.equals(21, #n)
+    assert.equals(22, #n)
     assert.equals("Check the site file provides the commands and nodes the last steps run", n[5])
-    assert.equals("Scale spire-server to 0 and wait until its pods are gone", n[8])
-    assert.equals("Delete the postgresql spire-postgres and wait until its pods are gone", n[9])
-    assert.equals("Create the postgresql spire-postgres with one instance and wait until it is Running", n[10])
-    assert.equals("Stream the dump into the master pod", n[11])
-    assert.equals("Update or re-create the spire-postgres secrets", n[12])
-    assert.equals("Restart the master pod and wait until it is ready", n[14])
-    assert.equals("Restart the spire-agent daemonset and the spire-jwks deployment", n[17])
-    assert.equals("Restart spire-agent on every NCN", n[18])
-    assert.equals("Wait for the rollouts of the spire-agent daemonset and the spire-jwks deployment", n[19])
-    assert.equals("Verify a JWT can be fetched", n[21])
+    assert.equals("Back up spire-postgres as it is now, where no retention deletes it (the way back)", n[6])
+    assert.equals("Scale spire-server to 0 and wait until its pods are gone", n[9])
+    assert.equals("Delete the postgresql spire-postgres and wait until its pods are gone", n[10])
+    assert.equals("Create the postgresql spire-postgres with one instance and wait until it is Running", n[11])
+    assert.equals("Stream the dump into the master pod", n[12])
+    assert.equals("Update or re-create the spire-postgres secrets", n[13])
+    assert.equals("Restart the master pod and wait until it is ready", n[15])
+    assert.equals("Restart the spire-agent daemonset and the spire-jwks deployment", n[18])
+    assert.equals("Restart spire-agent on every NCN", n[19])
+    assert.equals("Wait for the rollouts of the spire-agent daemonset and the spire-jwks deployment", n[20])
+    assert.equals("Verify a JWT can be fetched", n[22])
   end)
+
+  for _, svc in ipairs({ "spire", "keycloak", "vcs", "hsm", "sls" }) do
+    it(svc .. ": the live cluster is backed up after the checks and before anything changes", function()
+      local p = load(svc)
+      local i, step = index_of(p, "^Back up .* as it is now, where no retention deletes it %(the way back%)$")
+      assert.truthy(i)
+      assert.is_true(step.preflight)
+      assert.equals("backup", step.mark)
+      for j = 1, i - 1 do assert.is_true(p.steps[j].preflight, p.steps[j].name) end
+      for j = i + 1, #p.steps do
+        if p.steps[j].destructive then break end
+        assert.is_nil(p.steps[j].preflight and p.steps[j].name:find("^Back up"))
+      end
+      local first_destructive = math.huge
+      for j, s in ipairs(p.steps) do
+        if s.destructive and j < first_destructive then first_destructive = j end
+      end
+      assert.is_true(i < first_destructive)
+      assert.matches("pg_dumpall %-c", step.touches)
+    end)
+  end
 
   it("sls: in place — the cluster is never deleted; databases dropped after the scale-down", function()
     local p = load("sls")

@@ -28,6 +28,16 @@ describe("pgr.site", function()
     assert.equals("site", err.code)
   end)
 
+  it("takes the safety backup's destination: true (the default), false, s3 or a directory", function()
+    assert.is_true(site.defaults().safety_backup)
+    for _, v in ipairs({ "false", '"s3"', '"/var/lib/pgr/way-back"' }) do
+      local p = tmpfile("return { safety_backup = " .. v .. " }")
+      local s = assert(site.load(p))
+      os.remove(p)
+      assert.equals(load("return " .. v)(), s.safety_backup)
+    end
+  end)
+
   it("loads the example site file", function()
     local s = assert(site.load("etc/site.example.lua"))
     assert.equals("ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]", s.nodes)
@@ -43,6 +53,8 @@ describe("pgr.site", function()
     { [[return { ssh = { fanout = 0 } }]], "ssh.fanout must be a positive number" },
     { [[return { restore_jobs = 2.5 }]], "restore_jobs must be a whole number from 1 to 64" },
     { [[return { restore_jobs = 0 }]], "restore_jobs must be a whole number from 1 to 64" },
+    { [[return { safety_backup = "backups" }]], 'safety_backup must be true, false, "s3" or an absolute directory' },
+    { [[return { safety_backup = 0 }]], 'safety_backup must be true, false, "s3" or an absolute directory' },
     { [[return 1]], "must return a table" },
     { [[nodes = "ncn-m001"]], "must return a table" },
     { [[return {]], "site file" },

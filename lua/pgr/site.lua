@@ -21,6 +21,9 @@
 --   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
 --   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil }
 --   commands    name -> argv array (run directly, no shell) | string (run by /bin/sh -c) | false (skip)
+--   safety_backup  pgr run's backup of the live cluster before its first destructive step: true (to S3
+--               when the site has an S3 endpoint and credentials, else the state directory's backups/),
+--               "s3", an absolute directory, or false (none: the run has no way back)
 local errors = require "pgr.errors"
 
 local M = {}
@@ -35,6 +38,7 @@ M.DEFAULTS = {
   s3 = { endpoint = nil, region = "us-east-1", bucket = "postgres-backup", credentials = nil },
   state_dir = nil,
   restore_jobs = 1,
+  safety_backup = true,
   kubeconfig = nil,
   context = nil,
   keycloak = {
@@ -91,13 +95,13 @@ local function check_url(v)
 end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
-                context = true, keycloak = true, commands = true, restore_jobs = true }
+                context = true, keycloak = true, commands = true, restore_jobs = true, safety_backup = true }
 
 local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
       return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "nodes, restore_jobs, s3, ssh, state_dir)")
+        .. "nodes, restore_jobs, s3, safety_backup, ssh, state_dir)")
     end
   end
   for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
@@ -108,6 +112,10 @@ local function validate(t, path)
   local rj = t.restore_jobs
   if rj ~= nil and (math.type(rj) ~= "integer" or rj < 1 or rj > 64) then
     return fail(path, "restore_jobs", "must be a whole number from 1 to 64")
+  end
+  local sb = t.safety_backup
+  if sb ~= nil and sb ~= true and sb ~= false and sb ~= "s3" and not (type(sb) == "string" and sb:match("^/")) then
+    return fail(path, "safety_backup", "must be true, false, \"s3\" or an absolute directory")
   end
   for _, f in ipairs({ "ssh", "s3", "keycloak", "commands" }) do
     local e = opt_type(t[f], "table")
