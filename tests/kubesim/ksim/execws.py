@@ -257,6 +257,7 @@ class Session:
         self.sent_close = False
         self.dec = Decoder()
         self.pings = self.pongs = self.unanswered = 0
+        self.flushed = self.flushed_at_ping = self.ping_len = 0   # bytes the client took
 
     def send_msg(self, channel, data):
         self.out += frame(2, bytes([channel]) + data)
@@ -279,6 +280,7 @@ class Session:
                 self.out.clear()
                 return
             self.retry_len = 0
+            self.flushed += k
             del self.out[:k]
 
     def read_client(self):
@@ -377,10 +379,17 @@ class Session:
                     self.send_close(1001, "the server is shutting down")
                     break
                 if time.time() >= next_ping:
+                    # a client that takes our bytes is alive even when it is too busy to answer (its
+                    # reader blocked on a slow consumer): only one that takes nothing and answers
+                    # nothing for 3 periods is cut
+                    if self.flushed - self.flushed_at_ping > self.ping_len:
+                        self.unanswered = 0
                     if self.unanswered >= 3:
                         self.send_close(1011, "no pong to the last 3 pings")
                         break
-                    self.out += frame(9, b"kubesim")
+                    ping = frame(9, b"kubesim")
+                    self.flushed_at_ping, self.ping_len = self.flushed, len(ping)
+                    self.out += ping
                     self.pings += 1
                     self.unanswered += 1
                     next_ping = time.time() + period
