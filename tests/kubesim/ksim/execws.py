@@ -379,10 +379,11 @@ class Session:
                     self.send_close(1001, "the server is shutting down")
                     break
                 if time.time() >= next_ping:
-                    # a client that takes our bytes is alive even when it is too busy to answer (its
-                    # reader blocked on a slow consumer): only one that takes nothing and answers
-                    # nothing for 3 periods is cut
-                    if self.flushed - self.flushed_at_ping > self.ping_len:
+                    # a client behind on its output (its reader blocked on a slow consumer: kubectl
+                    # piping into aws s3 cp) is busy, not gone: it is not judged while bytes wait for
+                    # it, nor when it took some since the last ping; only one that has everything,
+                    # takes nothing and answers nothing for 3 periods is cut
+                    if self.out or self.flushed - self.flushed_at_ping > self.ping_len:
                         self.unanswered = 0
                     if self.unanswered >= 3:
                         self.send_close(1011, "no pong to the last 3 pings")
