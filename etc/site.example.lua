@@ -48,6 +48,11 @@ return {
   -- same run takes it back at once). Longer than any single blocking call of a run.
   lease_seconds = 300,
 
+  -- pgr run's backup of the live cluster before its first change (the way back): true (default: to
+  -- S3 under pgr/ when the s3 settings reach it, else the state directory's backups/), "s3", an
+  -- absolute directory, or false (no way back; pgr run --no-safety-backup does the same once).
+  safety_backup = true,
+
   -- Journals of every run (default $XDG_STATE_HOME/pgr or ~/.local/state/pgr; PGR_STATE_DIR wins).
   state_dir = "/var/lib/pgr",
 

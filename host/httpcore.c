@@ -2,7 +2,11 @@
  * private multi handle, so blocking and pulled transfers share the same kept-alive connections. */
 #include "httpcore.h"
 
+#include "b64.h"
+
 #include <curl/curl.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -364,6 +368,37 @@ static int blob(CURL *e, CURLoption opt, const char *pem)
     return curl_easy_setopt(e, opt, &b) == CURLE_OK ? 0 : -1;
 }
 
+/* The client's TLS settings (CA, client certificate and key, verification) on an easy handle: the
+ * one place they are applied, for requests and raw connections alike. Non-zero when one was refused. */
+static int apply_tls(CURL *e, const pgr_http_config *cfg)
+{
+    int bad = 0;
+#define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
+    /* TLS: verification stays on unless asked otherwise */
+    if (cfg->insecure) {
+        SET(CURLOPT_SSL_VERIFYPEER, 0L);
+        SET(CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (cfg->cainfo)
+        SET(CURLOPT_CAINFO, cfg->cainfo);
+    if (cfg->ca_pem)
+        bad |= blob(e, CURLOPT_CAINFO_BLOB, cfg->ca_pem);
+    if (cfg->cert_file)
+        SET(CURLOPT_SSLCERT, cfg->cert_file);
+    if (cfg->cert_pem)
+        bad |= blob(e, CURLOPT_SSLCERT_BLOB, cfg->cert_pem);
+    if (cfg->cert_file || cfg->cert_pem)
+        SET(CURLOPT_SSLCERTTYPE, "PEM");
+    if (cfg->key_file)
+        SET(CURLOPT_SSLKEY, cfg->key_file);
+    if (cfg->key_pem)
+        bad |= blob(e, CURLOPT_SSLKEY_BLOB, cfg->key_pem);
+    if (cfg->key_file || cfg->key_pem)
+        SET(CURLOPT_SSLKEYTYPE, "PEM");
+#undef SET
+    return bad;
+}
+
 /* Resets the easy handle (connections and caches survive) and applies config + request. */
 /* libcurl's sockets are not close-on-exec: a child started meanwhile (a shell, a server, ssh) would
  * hold the connection open after pgr closed it. */
@@ -435,27 +470,7 @@ static int setup(pgr_http_client *c, const pgr_http_request *req, pgr_http_respo
     if (req->buffer_size > 0)
         SET(CURLOPT_BUFFERSIZE, req->buffer_size);
 
-    /* TLS: verification stays on unless asked otherwise */
-    if (c->cfg.insecure) {
-        SET(CURLOPT_SSL_VERIFYPEER, 0L);
-        SET(CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    if (c->cfg.cainfo)
-        SET(CURLOPT_CAINFO, c->cfg.cainfo);
-    if (c->cfg.ca_pem)
-        bad |= blob(e, CURLOPT_CAINFO_BLOB, c->cfg.ca_pem);
-    if (c->cfg.cert_file)
-        SET(CURLOPT_SSLCERT, c->cfg.cert_file);
-    if (c->cfg.cert_pem)
-        bad |= blob(e, CURLOPT_SSLCERT_BLOB, c->cfg.cert_pem);
-    if (c->cfg.cert_file || c->cfg.cert_pem)
-        SET(CURLOPT_SSLCERTTYPE, "PEM");
-    if (c->cfg.key_file)
-        SET(CURLOPT_SSLKEY, c->cfg.key_file);
-    if (c->cfg.key_pem)
-        bad |= blob(e, CURLOPT_SSLKEY_BLOB, c->cfg.key_pem);
-    if (c->cfg.key_file || c->cfg.key_pem)
-        SET(CURLOPT_SSLKEYTYPE, "PEM");
+    bad |= apply_tls(e, &c->cfg);
     if (c->cfg.username) {
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SET(CURLOPT_USERNAME, c->cfg.username);
@@ -782,4 +797,168 @@ char *pgr_http_urlencode(const char *s, size_t len, int keep_slash)
     }
     *o = 0;
     return out;
+}
+
+/* ---- raw connections (CONNECT_ONLY) ---- */
+
+struct pgr_http_raw {
+    CURL *easy;
+    curl_socket_t fd;
+    char *auth;        /* "Authorization: ..." or NULL; wiped on close */
+    char host[256];    /* "host[:port]" of the URL */
+    char origin[256];  /* for messages */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static char *auth_line(const pgr_http_config *cfg)
+{
+    if (cfg->bearer_token && *cfg->bearer_token) {
+        size_t len = strlen(cfg->bearer_token) + 32;
+        char *s = malloc(len);
+        if (s)
+            snprintf(s, len, "Authorization: Bearer %s", cfg->bearer_token);
+        return s;
+    }
+    if (cfg->username) {
+        const char *pw = cfg->password ? cfg->password : "";
+        size_t ulen = strlen(cfg->username), plen = strlen(pw);
+        char *plain = malloc(ulen + plen + 2);
+        char *s = malloc(pgr_b64_encoded_len(ulen + plen + 1) + 32);
+        if (!plain || !s) {
+            free(plain);
+            free(s);
+            return NULL;
+        }
+        memcpy(plain, cfg->username, ulen);
+        plain[ulen] = ':';
+        memcpy(plain + ulen + 1, pw, plen + 1);
+        size_t k = (size_t)sprintf(s, "Authorization: Basic ");
+        k += pgr_b64_encode((const unsigned char *)plain, ulen + plen + 1, s + k, 0);
+        s[k] = 0;
+        wipe_free(plain);
+        return s;
+    }
+    return NULL;
+}
+
+void pgr_http_raw_close(pgr_http_raw *r)
+{
+    if (!r)
+        return;
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    wipe_free(r->auth);
+    free(r);
+}
+
+pgr_http_raw *pgr_http_raw_open(const pgr_http_config *cfg, const char *url, long connect_timeout_ms,
+                                pgr_http_error *err)
+{
+    static const pgr_http_config no_settings;
+    if (!cfg)
+        cfg = &no_settings;
+    pgr_http_raw *r = calloc(1, sizeof *r);
+    if (!r) {
+        set_error(err, "memory", 0, "out of memory opening a connection");
+        return NULL;
+    }
+    pgr_http_url_origin(url, r->origin, sizeof r->origin);
+    const char *h = strstr(r->origin, "://");
+    snprintf(r->host, sizeof r->host, "%s", h ? h + 3 : r->origin);
+    if (!(r->easy = curl_easy_init())) {
+        pgr_http_raw_close(r);
+        set_error(err, "memory", 0, "%s: cannot start libcurl", r->origin);
+        return NULL;
+    }
+    CURL *e = r->easy;
+    int bad = 0;
+#define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
+    SET(CURLOPT_URL, url);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_ERRORBUFFER, r->errbuf);
+    SET(CURLOPT_CONNECT_ONLY, 1L);
+    /* ALPN offers only http/1.1: an upgrade is an HTTP/1.1 request */
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms > 0 ? connect_timeout_ms : 10000L);
+#undef SET
+    bad |= apply_tls(e, cfg);
+    if (bad) {
+        set_error(err, "usage", 0, "%s: libcurl rejected an option (TLS blobs need libcurl >= 7.77)", r->origin);
+        pgr_http_raw_close(r);
+        return NULL;
+    }
+    if (cfg->bearer_token || cfg->username) {
+        if (!(r->auth = auth_line(cfg))) {
+            set_error(err, "memory", 0, "%s: out of memory", r->origin);
+            pgr_http_raw_close(r);
+            return NULL;
+        }
+    }
+    CURLcode rc = curl_easy_perform(e);
+    if (rc == CURLE_OK)
+        rc = curl_easy_getinfo(e, CURLINFO_ACTIVESOCKET, &r->fd);
+    if (rc != CURLE_OK || r->fd == CURL_SOCKET_BAD) {
+        const char *kind = rc == CURLE_OK ? "connect" : kind_of(rc);
+        set_error(err, kind, (int)rc, "connect %s: %s (%s)", r->origin, kind_text(kind),
+                  r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
+        pgr_http_raw_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+long pgr_http_raw_send(pgr_http_raw *r, const void *data, size_t len, pgr_http_error *err)
+{
+    size_t n = 0;
+    CURLcode rc = curl_easy_send(r->easy, data, len, &n);
+    if (rc == CURLE_AGAIN)
+        return 0;
+    if (rc != CURLE_OK) {
+        set_error(err, "transfer", (int)rc, "%s: %s (%s)", r->origin, kind_text("transfer"), curl_easy_strerror(rc));
+        return -1;
+    }
+    return (long)n;
+}
+
+long pgr_http_raw_recv(pgr_http_raw *r, void *buf, size_t cap, pgr_http_error *err)
+{
+    size_t n = 0;
+    CURLcode rc = curl_easy_recv(r->easy, buf, cap, &n);
+    if (rc == CURLE_AGAIN)
+        return PGR_HTTP_AGAIN;
+    if (rc != CURLE_OK) {
+        set_error(err, "transfer", (int)rc, "%s: %s (%s)", r->origin, kind_text("transfer"), curl_easy_strerror(rc));
+        return -1;
+    }
+    return (long)n;
+}
+
+int pgr_http_raw_wait(pgr_http_raw *r, int want_write, long wait_ms)
+{
+    struct pollfd p = { .fd = r->fd, .events = (short)(POLLIN | (want_write ? POLLOUT : 0)) };
+    int n = poll(&p, 1, wait_ms < 0 ? -1 : (int)(wait_ms > 0x7fffffff ? 0x7fffffff : wait_ms));
+    if (n < 0)
+        return errno == EINTR ? 0 : -1;
+    if (n == 0)
+        return 0;
+    int res = 0;
+    /* an error or hang-up reads as readable: the next receive reports it */
+    if (p.revents & (POLLIN | POLLERR | POLLHUP))
+        res |= 1;
+    if (p.revents & POLLOUT)
+        res |= 2;
+    return res;
+}
+
+const char *pgr_http_raw_auth(const pgr_http_raw *r)
+{
+    return r->auth;
+}
+
+const char *pgr_http_raw_host(const pgr_http_raw *r)
+{
+    return r->host;
 }

@@ -142,6 +142,31 @@ void pgr_http_stream_close(pgr_http_client *c);
  * is woken). For stopping a thread that reads through c; the client must outlive the call. */
 void pgr_http_client_interrupt(pgr_http_client *c);
 
+/* A raw connection: TCP, and TLS for https, to a URL's host with a client's settings (CA,
+ * verification, client certificate), through libcurl's CONNECT_ONLY, for a protocol libcurl does not
+ * speak (a WebSocket after an HTTP upgrade the caller writes itself). Nothing is sent on open; only
+ * HTTP/1.1 is offered in ALPN, so an upgrade request is understood. Send and receive never block;
+ * wait for the socket with pgr_http_raw_wait (TLS may hold received bytes: receive until
+ * PGR_HTTP_AGAIN before waiting). The caller writes authentication headers itself
+ * (pgr_http_raw_auth). One owner, one thread. */
+typedef struct pgr_http_raw pgr_http_raw;
+/* Opens the connection within connect_timeout_ms (0 = 10 s); NULL with err (kinds as requests). */
+pgr_http_raw *pgr_http_raw_open(const pgr_http_config *cfg, const char *url, long connect_timeout_ms,
+                                pgr_http_error *err);
+/* Bytes written (0 when the socket is full), or -1 (err, kind "transfer"). */
+long pgr_http_raw_send(pgr_http_raw *r, const void *data, size_t len, pgr_http_error *err);
+/* Bytes read (> 0), 0 at the end (the peer closed), PGR_HTTP_AGAIN when none are there, -1 (err). */
+long pgr_http_raw_recv(pgr_http_raw *r, void *buf, size_t cap, pgr_http_error *err);
+/* Waits up to wait_ms for the socket to be readable (or writable, when want_write): 1 readable,
+ * 2 writable, 3 both, 0 when the time passed (or a signal came), -1 on a socket error. */
+int pgr_http_raw_wait(pgr_http_raw *r, int want_write, long wait_ms);
+/* "Authorization: ..." for the config's bearer token or basic credentials, or NULL. */
+const char *pgr_http_raw_auth(const pgr_http_raw *r);
+/* "host[:port]" as a Host header names it. */
+const char *pgr_http_raw_host(const pgr_http_raw *r);
+/* Closes the connection; NULL is fine. */
+void pgr_http_raw_close(pgr_http_raw *r);
+
 /* Percent-encodes s (RFC 3986 unreserved characters kept; '/' kept when keep_slash). Returns a
  * malloc'd string the caller frees, NULL when out of memory. */
 char *pgr_http_urlencode(const char *s, size_t len, int keep_slash);

@@ -11,16 +11,25 @@
  *       -> stream | nil, err (err.status, err.body on an HTTP error); timeout bounds the whole
  *       stream, idle aborts it after that many seconds without a byte (both default: none)
  *   stream:next(wait_s) -> line | false (nothing within wait_s) | nil (end of stream) | nil, err
- *   client:close(), stream:close()   (also __gc / __close; safe twice) */
+ *   client:exec(path [, {connect_timeout=s, handshake_timeout=s, max_message=n, v4_only=bool}])
+ *       -> session | nil, err (err.status, err.body when the server refused the upgrade)
+ *       the path is /api/v1/namespaces/NS/pods/NAME/exec?command=...; the session (execcore.h):
+ *   session:next(wait_s) -> "data", channel, bytes | false (nothing within wait_s, or the stdin queue
+ *       drained) | "end", close_code, reason | nil, err
+ *   session:send(bytes [, channel=0]) -> true | nil, err;  session:close_stdin() -> true | nil, err
+ *   session:pending() -> bytes queued;  session:protocol() -> "v5.channel.k8s.io" | "v4.channel.k8s.io"
+ *   client:close(), stream:close(), session:close()   (also __gc / __close; safe twice) */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "execcore.h"
 #include "httpcore.h"
 #include "lutil.h"
 
 #define CLIENT_MT "pgr.k8s.client"
 #define STREAM_MT "pgr.k8s.watch"
+#define EXEC_MT "pgr.k8s.exec"
 /* A watch line is one object; anything bigger than this is not an API server talking. */
 #define MAX_LINE (64u << 20)
 #define READ_CHUNK 65536
@@ -72,7 +81,7 @@ static void client_release(k8s_client *c)
     }
 }
 
-static pgr_http_client *make_http(const k8s_client *c, pgr_http_error *err)
+static void fill_config(const k8s_client *c, pgr_http_config *cfg_out)
 {
     pgr_http_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -90,6 +99,14 @@ static pgr_http_client *make_http(const k8s_client *c, pgr_http_error *err)
     }
     cfg.timeout_ms = c->timeout_ms;
     cfg.connect_timeout_ms = c->connect_timeout_ms;
+    *cfg_out = cfg;
+}
+
+/* Every connection of a client (requests, watches, exec sessions) gets the same TLS and credentials. */
+static pgr_http_client *make_http(const k8s_client *c, pgr_http_error *err)
+{
+    pgr_http_config cfg;
+    fill_config(c, &cfg);
     return pgr_http_client_new(&cfg, err);
 }
 
@@ -406,10 +423,140 @@ static int k8s_stream_close(lua_State *L)
     return 0;
 }
 
+/* ---- exec sessions */
+
+typedef struct {
+    pgr_exec *x; /* NULL once closed */
+} exec_box;
+
+static int exec_fail(lua_State *L, pgr_exec_error *err)
+{
+    lua_pushnil(L);
+    pgr_push_error(L, err->kind ? err->kind : "error", "%s", err->message);
+    if (err->status) {
+        lua_pushinteger(L, err->status);
+        lua_setfield(L, -2, "status");
+    }
+    if (err->body) {
+        lua_pushlstring(L, err->body, err->body_len);
+        lua_setfield(L, -2, "body");
+    }
+    pgr_exec_error_clear(err);
+    return 2;
+}
+
+static int k8s_exec(lua_State *L)
+{
+    k8s_client *c = check_client(L);
+    const char *path = luaL_checkstring(L, 2);
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    pgr_exec_options o;
+    memset(&o, 0, sizeof o);
+    o.connect_timeout_ms = seconds_ms(L, 3, "connect_timeout", c->connect_timeout_ms / 1000.0);
+    o.handshake_timeout_ms = seconds_ms(L, 3, "handshake_timeout", c->timeout_ms / 1000.0);
+    lua_Integer maxm = pgr_opt_integer(L, 3, "max_message", 0);
+    if (maxm < 0) luaL_argerror(L, 3, "max_message must not be negative");
+    o.max_message = (uint64_t)maxm;
+    o.v4_only = pgr_opt_boolean(L, 3, "v4_only", 0);
+
+    exec_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->x = NULL;
+    luaL_setmetatable(L, EXEC_MT);
+    char *url = join_url(c, path);
+    if (!url) return pgr_fail(L, "memory", "out of memory");
+    pgr_http_config cfg;
+    fill_config(c, &cfg);
+    o.url = url;
+    pgr_exec_error err;
+    b->x = pgr_exec_open(&cfg, &o, &err);
+    free(url);
+    if (!b->x) return exec_fail(L, &err);
+    return 1;
+}
+
+static pgr_exec *check_exec(lua_State *L)
+{
+    exec_box *b = luaL_checkudata(L, 1, EXEC_MT);
+    if (!b->x) luaL_argerror(L, 1, "exec session is closed");
+    return b->x;
+}
+
+static int exec_next(lua_State *L)
+{
+    pgr_exec *x = check_exec(L);
+    lua_Number wait = luaL_optnumber(L, 2, 0);
+    long wait_ms = wait < 0 ? -1 : (long)(wait * 1000.0 + 0.5);
+    pgr_exec_event ev;
+    pgr_exec_error err;
+    memset(&err, 0, sizeof err);
+    int r = pgr_exec_next(x, wait_ms, &ev, &err);
+    if (r < 0) return exec_fail(L, &err);
+    if (r == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (ev.kind == PGR_EXEC_END) {
+        lua_pushliteral(L, "end");
+        lua_pushinteger(L, ev.close_code);
+        lua_pushstring(L, ev.reason);
+        return 3;
+    }
+    lua_pushliteral(L, "data");
+    lua_pushinteger(L, ev.channel);
+    lua_pushlstring(L, ev.data, ev.len);
+    return 3;
+}
+
+static int exec_send(lua_State *L)
+{
+    pgr_exec *x = check_exec(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    lua_Integer ch = luaL_optinteger(L, 3, PGR_EXEC_STDIN);
+    luaL_argcheck(L, ch >= 0 && ch <= 254, 3, "a channel is 0..254");
+    pgr_exec_error err;
+    memset(&err, 0, sizeof err);
+    if (pgr_exec_send(x, (int)ch, data, len, &err) != 0) return exec_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int exec_close_stdin(lua_State *L)
+{
+    pgr_exec *x = check_exec(L);
+    pgr_exec_error err;
+    memset(&err, 0, sizeof err);
+    if (pgr_exec_close_stdin(x, &err) != 0) return exec_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int exec_pending(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)pgr_exec_pending(check_exec(L)));
+    return 1;
+}
+
+static int exec_protocol(lua_State *L)
+{
+    lua_pushstring(L, pgr_exec_protocol(check_exec(L)));
+    return 1;
+}
+
+static int exec_close(lua_State *L)
+{
+    exec_box *b = luaL_checkudata(L, 1, EXEC_MT);
+    if (b->x) {
+        pgr_exec_close(b->x);
+        b->x = NULL;
+    }
+    return 0;
+}
+
 int luaopen_pgr_k8s_core(lua_State *L)
 {
     static const luaL_Reg client_methods[] = {
-        { "request", k8s_request }, { "watch", k8s_watch }, { "close", k8s_client_close },
+        { "request", k8s_request }, { "watch", k8s_watch }, { "exec", k8s_exec }, { "close", k8s_client_close },
         { "server", k8s_client_server }, { NULL, NULL } };
     static const luaL_Reg client_meta[] = {
         { "__gc", k8s_client_close }, { "__close", k8s_client_close }, { NULL, NULL } };
@@ -419,6 +566,11 @@ int luaopen_pgr_k8s_core(lua_State *L)
         { "__gc", k8s_stream_close }, { "__close", k8s_stream_close }, { NULL, NULL } };
     pgr_new_class(L, CLIENT_MT, client_methods, client_meta);
     pgr_new_class(L, STREAM_MT, stream_methods, stream_meta);
+    static const luaL_Reg exec_methods[] = {
+        { "next", exec_next }, { "send", exec_send }, { "close_stdin", exec_close_stdin },
+        { "pending", exec_pending }, { "protocol", exec_protocol }, { "close", exec_close }, { NULL, NULL } };
+    static const luaL_Reg exec_meta[] = { { "__gc", exec_close }, { "__close", exec_close }, { NULL, NULL } };
+    pgr_new_class(L, EXEC_MT, exec_methods, exec_meta);
     static const luaL_Reg fns[] = { { "client", k8s_client_new }, { NULL, NULL } };
     luaL_newlib(L, fns);
     return 1;

@@ -4,6 +4,7 @@
 #include "lutil.h"
 #include "rangesrc.h"
 #include "s3core.h"
+#include "s3upload.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #define CLIENT_MT "pgr.s3.client"
 #define READER_MT "pgr.s3.reader"
+#define UPLOAD_MT "pgr.s3.upload"
 #define DEFAULT_RESUMES 5
 /* what each ranged reader of a parallel restore fetches ahead of its connection's load */
 #define RANGE_READAHEAD (4 * 1024 * 1024)
@@ -571,6 +573,148 @@ static int reader_index(lua_State *L)
     return 1;
 }
 
+/* ---- uploads (s3upload.h): an object written as a stream, in constant memory */
+
+typedef struct {
+    pgr_s3_upload *u;
+    client_box *owner;
+} upload_box;
+
+/* client:upload(bucket, key [, {part_size=, attempts=, content_type=}]) -> upload | nil, err */
+static int client_upload(lua_State *L)
+{
+    client_box *b = check_client(L);
+    const char *bucket = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3);
+    pgr_s3_upload_options o;
+    memset(&o, 0, sizeof o);
+    lua_Integer ps = pgr_opt_integer(L, 4, "part_size", 0);
+    luaL_argcheck(L, ps >= 0, 4, "part_size must not be negative");
+    o.part_size = (size_t)ps;
+    o.attempts = (int)pgr_opt_integer(L, 4, "attempts", 0);
+    o.content_type = pgr_opt_string(L, 4, "content_type", NULL);
+    upload_box *ub = lua_newuserdatauv(L, sizeof *ub, 1);
+    ub->u = NULL;
+    ub->owner = NULL;
+    luaL_setmetatable(L, UPLOAD_MT);
+    /* the upload keeps its client alive */
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    pgr_s3_error err;
+    if (!(ub->u = pgr_s3_upload_open(b->s, bucket, key, &o, &err)))
+        return push_s3_error(L, &err);
+    ub->owner = b;
+    b->readers++;
+    return 1;
+}
+
+static upload_box *check_upload(lua_State *L)
+{
+    upload_box *ub = luaL_checkudata(L, 1, UPLOAD_MT);
+    if (!ub->u)
+        luaL_argerror(L, 1, "S3 upload is closed");
+    return ub;
+}
+
+/* upload:write(data) -> true | nil, err (a part could not be sent: abort the upload) */
+static int upload_write(lua_State *L)
+{
+    upload_box *ub = check_upload(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    pgr_s3_error err;
+    if (pgr_s3_upload_write(ub->u, data, len, &err) != 0)
+        return push_s3_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* upload:finish() -> {size=, parts=, etag=} | nil, err (aborted: no object) */
+static int upload_finish(lua_State *L)
+{
+    upload_box *ub = check_upload(L);
+    pgr_s3_upload_result res;
+    pgr_s3_error err;
+    if (pgr_s3_upload_finish(ub->u, &res, &err) != 0)
+        return push_s3_error(L, &err);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, res.size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, res.parts);
+    lua_setfield(L, -2, "parts");
+    lua_pushstring(L, res.etag);
+    lua_setfield(L, -2, "etag");
+    return 1;
+}
+
+static void upload_release(upload_box *ub)
+{
+    if (ub->u) {
+        pgr_s3_upload_free(ub->u); /* aborts an unfinished upload */
+        ub->u = NULL;
+    }
+    if (ub->owner) {
+        ub->owner->readers--;
+        release(ub->owner);
+        ub->owner = NULL;
+    }
+}
+
+/* upload:abort() -> true | nil, err: the parts are deleted, no object appears */
+static int upload_abort(lua_State *L)
+{
+    upload_box *ub = luaL_checkudata(L, 1, UPLOAD_MT);
+    if (ub->u) {
+        pgr_s3_error err;
+        int rc = pgr_s3_upload_abort(ub->u, &err);
+        upload_release(ub);
+        if (rc != 0)
+            return push_s3_error(L, &err);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int upload_close(lua_State *L)
+{
+    upload_release(luaL_checkudata(L, 1, UPLOAD_MT));
+    return 0;
+}
+
+static int upload_index(lua_State *L)
+{
+    upload_box *ub = luaL_checkudata(L, 1, UPLOAD_MT);
+    const char *k = luaL_checkstring(L, 2);
+    if (ub->u && !strcmp(k, "id"))
+        lua_pushstring(L, pgr_s3_upload_id(ub->u));
+    else if (ub->u && !strcmp(k, "bytes"))
+        lua_pushinteger(L, pgr_s3_upload_bytes(ub->u));
+    else if (ub->u && !strcmp(k, "parts"))
+        lua_pushinteger(L, pgr_s3_upload_parts(ub->u));
+    else if (!strcmp(k, "write"))
+        lua_pushcfunction(L, upload_write);
+    else if (!strcmp(k, "finish"))
+        lua_pushcfunction(L, upload_finish);
+    else if (!strcmp(k, "abort"))
+        lua_pushcfunction(L, upload_abort);
+    else if (!strcmp(k, "close"))
+        lua_pushcfunction(L, upload_close);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* client:abort_upload(bucket, key, upload_id) -> true | nil, err (one a killed process left) */
+static int client_abort_upload(lua_State *L)
+{
+    client_box *b = check_client(L);
+    const char *bucket = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3), *id = luaL_checkstring(L, 4);
+    pgr_s3_error err;
+    if (pgr_s3_abort_upload(b->s, bucket, key, id, &err) != 0)
+        return push_s3_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 int luaopen_pgr_s3_core(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -580,12 +724,19 @@ int luaopen_pgr_s3_core(lua_State *L)
         { "put", client_put },       { "put_file", client_put_file },
         { "create_bucket", client_create_bucket },
         { "delete", client_delete }, { "close", client_close },
+        { "upload", client_upload }, { "abort_upload", client_abort_upload },
         { NULL, NULL },
     };
     static const luaL_Reg meta[] = { { "__gc", client_close }, { "__close", client_close }, { NULL, NULL } };
     pgr_new_class(L, CLIENT_MT, methods, meta);
     static const luaL_Reg rmeta[] = { { "__gc", reader_gc }, { "__close", reader_close }, { NULL, NULL } };
     pgr_new_class(L, READER_MT, NULL, rmeta);
+    static const luaL_Reg umeta[] = { { "__gc", upload_close }, { "__close", upload_close }, { NULL, NULL } };
+    pgr_new_class(L, UPLOAD_MT, NULL, umeta);
+    luaL_getmetatable(L, UPLOAD_MT);
+    lua_pushcfunction(L, upload_index);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     static const luaL_Reg vmeta[] = { { "__gc", objvec_gc }, { NULL, NULL } };
     pgr_new_class(L, "pgr.s3.objvec", NULL, vmeta);
     /* readers compute their fields: replace the method table with a function */

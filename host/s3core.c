@@ -658,6 +658,55 @@ int pgr_s3_delete(pgr_s3 *s, const char *bucket, const char *key, pgr_s3_error *
     return rc;
 }
 
+/* ---- for the other S3 cores (s3upload.c) ---- */
+
+int pgr_s3_request(pgr_s3 *s, const char *method, const char *bucket, const char *key, const char *query,
+                   const void *body, size_t len, int unsigned_payload, const char *const *extra,
+                   pgr_http_response *resp, pgr_s3_error *err)
+{
+    char hash[65];
+    if (unsigned_payload)
+        snprintf(hash, sizeof hash, "UNSIGNED-PAYLOAD");
+    else
+        pgr_sigv4_sha256_hex(body ? body : "", body ? len : 0, hash);
+    sreq rq;
+    if (build(s, method, bucket, key, query, hash, extra, &rq, err) != 0)
+        return -1;
+    pgr_http_request hr = { .method = method, .url = rq.url, .headers = rq.hdrs, .body = body ? body : "",
+                            .body_len = body ? len : 0 };
+    if (!body && strcmp(method, "PUT") != 0 && strcmp(method, "POST") != 0)
+        hr.body = NULL;
+    pgr_http_error he;
+    int rc = pgr_http_perform(s->client, &hr, resp, &he);
+    sreq_free(&rq);
+    if (rc != 0) {
+        from_http(err, &he);
+        return -1;
+    }
+    if (resp->status < 200 || resp->status > 299) {
+        response_error(s, resp->status, resp->body, resp->body_len, method, bucket, key, err);
+        return -1;
+    }
+    return 0;
+}
+
+pgr_s3 *pgr_s3_clone(const pgr_s3 *s, pgr_s3_error *err)
+{
+    size_t n = strlen(s->scheme) + strlen(s->authority) + 4;
+    char *endpoint = malloc(n);
+    if (!endpoint) {
+        s3err(err, "memory", 0, "out of memory");
+        return NULL;
+    }
+    snprintf(endpoint, n, "%s://%s", s->scheme, s->authority);
+    pgr_s3_config cfg = { .endpoint = endpoint, .region = s->region, .access_key = s->access,
+                          .secret_key = s->secret, .session_token = s->token, .source = s->source,
+                          .virtual_host = s->virtual_host, .http = s->http };
+    pgr_s3 *c = pgr_s3_new(&cfg, err);
+    free(endpoint);
+    return c;
+}
+
 /* ---- reader ---- */
 
 static int is_transient(const char *kind)

@@ -59,6 +59,17 @@ int pgr_s3_put(pgr_s3 *s, const char *bucket, const char *key, const void *data,
 int pgr_s3_put_file(pgr_s3 *s, const char *bucket, const char *key, const char *path, pgr_s3_error *err);
 int pgr_s3_delete(pgr_s3 *s, const char *bucket, const char *key, pgr_s3_error *err);
 
+/* One signed request, for the other S3 cores (s3upload.c): method on bucket/key (key NULL: the
+ * bucket) with an already encoded query; the body from memory (NULL: none), signed by its SHA-256
+ * unless unsigned_payload; extra headers (name, value, ..., NULL) are sent and signed. 0 when the
+ * server answered 2xx (resp filled), -1 with err (S3's error document read). */
+int pgr_s3_request(pgr_s3 *s, const char *method, const char *bucket, const char *key, const char *query,
+                   const void *body, size_t len, int unsigned_payload, const char *const *extra,
+                   pgr_http_response *resp, pgr_s3_error *err);
+/* A client with the same endpoint, credentials and TLS settings and its own connection (another
+ * thread may use it). NULL with err. */
+pgr_s3 *pgr_s3_clone(const pgr_s3 *s, pgr_s3_error *err);
+
 /* Opens an object for pulled reading with its own connection. At most max_resumes Range requests
  * repair cut connections (0 = never resume). The reader must not outlive s. NULL on failure. */
 pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int max_resumes, pgr_s3_error *err);

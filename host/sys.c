@@ -199,6 +199,24 @@ static int sys_write_file(lua_State *L)
     return 1;
 }
 
+/* fsync(path) -> true | nil, err: flushes a file (or a directory: a rename in it) to disk. */
+static int sys_fsync(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return errno_fail(L, "cannot open", path);
+    if (fsync(fd) == -1) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return errno_fail(L, "cannot sync", path);
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* append_line(path, line [, mode=0600]): one write of line.."\n" with O_APPEND, then fsync —
  * the journal's primitive: a record is either wholly there or absent. */
 static int sys_append_line(lua_State *L)
@@ -452,6 +470,7 @@ int luaopen_pgr_sys(lua_State *L)
         { "getpid", sys_getpid }, { "geteuid", sys_geteuid }, { "pid_alive", sys_pid_alive },
         { "kill", sys_kill }, { "mkdir", sys_mkdir },
         { "write_file", sys_write_file }, { "append_line", sys_append_line }, { "stat", sys_stat },
+        { "fsync", sys_fsync },
         { "listdir", sys_listdir }, { "lock", sys_lock }, { "read_password", sys_read_password },
         { "versions", sys_versions }, { "trusted", sys_trusted }, { "private_dir", sys_private_dir },
         { "executable", sys_executable }, { "core_dumps", sys_core_dumps }, { NULL, NULL } };

@@ -35,6 +35,12 @@ describe("pgr plan", function()
     assert.is_nil(sys.stat(dir .. "/state"))
   end)
 
+  it("marks a step its own way when it says how (a backup)", function()
+    local out, err, rc = sh.pgr({ "plan", PROC }, { RB_DIR = dir, RB_MARK = "backup" })
+    assert.equals(0, rc, err)
+    assert.matches("\n2%. Record the original replica count  %[backup%]\n", out)
+  end)
+
   it("emits one JSON event per step with --json", function()
     local out, _, rc = sh.pgr({ "plan", PROC, "--json" }, { RB_DIR = dir })
     assert.equals(0, rc)
@@ -145,6 +151,23 @@ describe("pgr run", function()
     end
     local _, err, rc = run({ "--yes" })
     assert.equals(0, rc, err)
+  end)
+
+  it("prints the way back a step recorded: with a failure (after --new) and as the last line", function()
+    local out, _, rc = run({ "--yes" }, { RB_WAY_BACK = "pgr/synthetic-2025-01-02T03:04:05", RB_FAIL = "4" })
+    assert.equals(1, rc)
+    assert.matches("continue with: pgr run " .. PROC:gsub("%p", "%%%0") .. " %-%-state%-dir ", out)
+    assert.matches("or go back to the data as it was before this run: pgr run " .. PROC:gsub("%p", "%%%0")
+      .. " %-%-state%-dir " .. state:gsub("%p", "%%%0") .. " %-%-new %-%-backup pgr/synthetic%-2025%-01%-02T03:04:05\n", out)
+    out, _, rc = run({ "--yes", "--resume", "--json" }, { RB_WAY_BACK = "pgr/synthetic-2025-01-02T03:04:05" })
+    assert.equals(0, rc)
+    local last
+    for l in out:gmatch("[^\n]+") do last = json.decode(l) or last end
+    assert.equals("run_finished", last.event)
+    assert.equals("pgr run " .. PROC .. " --state-dir " .. state .. " --backup pgr/synthetic-2025-01-02T03:04:05", last.way_back)
+    out, _, rc = run({ "--yes", "--new" }, { RB_WAY_BACK = "pgr/x y" })
+    assert.equals(0, rc)
+    assert.matches("\nthe data as it was before this run can be restored with: pgr run .* %-%-backup 'pgr/x y'\n$", out)
   end)
 
   it("journals every step with times; the run directory is 0700, its files 0600", function()

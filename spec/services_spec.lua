@@ -39,23 +39,45 @@ describe("pgr.restore procedures", function()
 
   it("spire: the runbook's order, then Spire's own steps", function()
     local n = names(load("spire"))
-    assert.equals(23, #n)
+    assert.equals(24, #n)
     assert.equals("Check the operator deletes a deleted cluster's volumes (enable_persistent_volume_claim_deletion)", n[5])
     assert.equals("Check the site file provides the commands and nodes the last steps run", n[6])
-    assert.equals("Scale spire-server to 0 and wait until its pods are gone", n[9])
-    assert.equals("Delete the postgresql spire-postgres and wait until its pods are gone", n[10])
-    assert.equals("Create the postgresql spire-postgres with one instance and wait until it is Running", n[11])
-    assert.equals("Stream the dump into the master pod", n[12])
-    assert.equals("Update or re-create the spire-postgres secrets", n[13])
-    assert.equals("Restart the master pod and wait until it is ready", n[15])
-    assert.equals("Scale the cluster back to its recorded numberOfInstances and wait until it is Running", n[16])
-    assert.equals("Check every replica streams from the master", n[17])
-    assert.equals("Scale spire-server back to its recorded replicas and wait until its pods are ready", n[18])
-    assert.equals("Restart the spire-agent daemonset and the spire-jwks deployment", n[19])
-    assert.equals("Restart spire-agent on every NCN", n[20])
-    assert.equals("Wait for the rollouts of the spire-agent daemonset and the spire-jwks deployment", n[21])
-    assert.equals("Verify a JWT can be fetched", n[23])
+    assert.equals("Back up spire-postgres as it is now, where no retention deletes it (the way back)", n[7])
+    assert.equals("Scale spire-server to 0 and wait until its pods are gone", n[10])
+    assert.equals("Delete the postgresql spire-postgres and wait until its pods are gone", n[11])
+    assert.equals("Create the postgresql spire-postgres with one instance and wait until it is Running", n[12])
+    assert.equals("Stream the dump into the master pod", n[13])
+    assert.equals("Update or re-create the spire-postgres secrets", n[14])
+    assert.equals("Restart the master pod and wait until it is ready", n[16])
+    assert.equals("Scale the cluster back to its recorded numberOfInstances and wait until it is Running", n[17])
+    assert.equals("Check every replica streams from the master", n[18])
+    assert.equals("Scale spire-server back to its recorded replicas and wait until its pods are ready", n[19])
+    assert.equals("Restart the spire-agent daemonset and the spire-jwks deployment", n[20])
+    assert.equals("Restart spire-agent on every NCN", n[21])
+    assert.equals("Wait for the rollouts of the spire-agent daemonset and the spire-jwks deployment", n[22])
+    assert.equals("Verify a JWT can be fetched", n[24])
   end)
+
+  for _, svc in ipairs({ "spire", "keycloak", "vcs", "hsm", "sls" }) do
+    it(svc .. ": the live cluster is backed up after the checks and before anything changes", function()
+      local p = load(svc)
+      local i, step = index_of(p, "^Back up .* as it is now, where no retention deletes it %(the way back%)$")
+      assert.truthy(i)
+      assert.is_true(step.preflight)
+      assert.equals("backup", step.mark)
+      for j = 1, i - 1 do assert.is_true(p.steps[j].preflight, p.steps[j].name) end
+      for j = i + 1, #p.steps do
+        if p.steps[j].destructive then break end
+        assert.is_nil(p.steps[j].preflight and p.steps[j].name:find("^Back up"))
+      end
+      local first_destructive = math.huge
+      for j, s in ipairs(p.steps) do
+        if s.destructive and j < first_destructive then first_destructive = j end
+      end
+      assert.is_true(i < first_destructive)
+      assert.matches("pg_dumpall %-c", step.touches)
+    end)
+  end
 
   it("sls: in place — the cluster is never deleted; databases dropped after the scale-down", function()
     local p = load("sls")

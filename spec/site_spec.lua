@@ -29,6 +29,16 @@ describe("pgr.site", function()
     assert.equals("site", err.code)
   end)
 
+  it("takes the safety backup's destination: true (the default), false, s3 or a directory", function()
+    assert.is_true(site.defaults().safety_backup)
+    for _, v in ipairs({ "false", '"s3"', '"/var/lib/pgr/way-back"' }) do
+      local p = tmpfile("return { safety_backup = " .. v .. " }")
+      local s = assert(site.load(p))
+      os.remove(p)
+      assert.equals(load("return " .. v)(), s.safety_backup)
+    end
+  end)
+
   it("loads the example site file, whose ssh options reach ssh as options, before the host", function()
     local s = assert(site.load("etc/site.example.lua"))
     assert.equals("ncn-m00[1-3],ncn-w00[1-3],ncn-s00[1-3]", s.nodes)
@@ -110,6 +120,8 @@ describe("pgr.site", function()
     { [[return { s3 = { readahead_mb = "32" } }]], "s3.readahead_mb must be a whole number of MiB from 0" },
     { [[return { lease_seconds = 0 }]], "lease_seconds must be a whole number of seconds from 1 to 86400" },
     { [[return { lease_seconds = 1.5 }]], "lease_seconds must be a whole number of seconds from 1 to 86400" },
+    { [[return { safety_backup = "backups" }]], 'safety_backup must be true, false, "s3" or an absolute directory' },
+    { [[return { safety_backup = 0 }]], 'safety_backup must be true, false, "s3" or an absolute directory' },
     { [[return 1]], "must return a table" },
     { [[nodes = "ncn-m001"]], "must return a table" },
     { [[return {]], "site file" },

@@ -14,6 +14,8 @@
 --   k:rollout_restart("deploy", "x"), k:rollout_status("sts", "x")
 --   k:replace_force(obj), k:apply_manifest(yaml_text), k:secret("name"), k:can_i("delete", "pods"),
 --   k:pod_log("pod", {container=, tail=})
+--   k:exec("spire-postgres-0", { "psql", "-U", "postgres", "-c", "select 1" }, { container = "postgres" })
+--     -> { code = 0, ok = true, stdout = "...", stderr = "" } (kubectl exec over a WebSocket)
 --   local w = k:watch("pods", { labels = "app=x" })     -- survives cuts (resumes) and 410 (re-lists)
 --   for ev in w:events(30) do ... end; w:next(seconds) -> event | false | nil, err; w.objects; w:close()
 -- A wait target is a name, a label selector string with '=' or '!' ("app=x"), or {labels=, fields=}
@@ -42,6 +44,9 @@ M.defaults = {
   retry_after_max = 30,  -- a longer Retry-After is not honoured in full
   watch_seconds = 290,   -- timeoutSeconds asked of the server for one watch connection
   watch_idle = 90,       -- a watch silent this long (no event, no bookmark) is re-opened
+  exec_timeout = 3600,   -- seconds an exec'd command may run (k:exec's timeout=)
+  exec_idle = 600,       -- seconds an exec'd command may stay silent, no output at all (idle=)
+  exec_collect = 64 << 20, -- bytes of output collected when no on_stdout/on_stderr takes them
 }
 
 M.LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -1329,6 +1334,185 @@ function Client:can_i(verb, resource, namespace, opts)
 end
 
 ------------------------------------------------------------------------------------------------
+-- exec: kubectl exec over a WebSocket (v5.channel.k8s.io, else v4), with the client's TLS and token
+
+-- The pod's namespace and name: "name" (the client's or opts.namespace), "ns/name", or a pod object.
+local function pod_ref(self, pod, opts)
+  if type(pod) == "table" then
+    return field(pod, "metadata", "namespace") or opts.namespace or self.namespace, field(pod, "metadata", "name")
+  end
+  local ns, name = tostring(pod):match("^([^/]+)/([^/]+)$")
+  if ns then return ns, name end
+  return opts.namespace or self.namespace, pod
+end
+
+local function valid_name(s)
+  return type(s) == "string" and #s <= 253 and s:match("^[a-z0-9][-a-z0-9.]*$") ~= nil and s:match("[a-z0-9]$") ~= nil
+end
+
+-- The command's exit code from the error channel's Status: 0 on Success, the ExitCode cause of a
+-- NonZeroExitCode failure; nil and the message for any other failure (the command did not run).
+local function exit_code(status)
+  if type(status) ~= "table" then return nil, "no exit status" end
+  if status.status == "Success" then return 0 end
+  if status.reason == "NonZeroExitCode" then
+    for _, c in ipairs(field(status, "details", "causes") or {}) do
+      if (c.reason == "ExitCode" or c.type == "ExitCode") and tonumber(c.message) then
+        return math.tointeger(tonumber(c.message))
+      end
+    end
+    return nil, "a NonZeroExitCode status without its ExitCode cause: " .. tostring(status.message)
+  end
+  return nil, tostring(status.message or status.reason or "the command failed")
+end
+M.exec_exit_code = exit_code
+
+-- exec(pod, argv, opts) -> result | nil, err.  Runs argv (no shell: one element, one argument) in a
+-- container of the pod, as `kubectl exec` does, streaming both ways with back-pressure.
+--   opts.container   the container (default: the pod's first, as the server chooses)
+--   opts.stdin       a string, or a reader function() -> chunk | nil (at the end); stdin is closed
+--                    at its end (v5); without it the command gets no stdin
+--   opts.on_stdout / opts.on_stderr   function(chunk) called as output arrives; returning false
+--                    stops the command (err.code "cancelled"); without one, the output is collected
+--                    into result.stdout / result.stderr (at most M.defaults.exec_collect bytes)
+--   opts.timeout     seconds for the whole command (M.defaults.exec_timeout), opts.idle: seconds
+--                    without any output (M.defaults.exec_idle), opts.namespace
+-- result = { code = exit code, ok = code == 0, stdout =, stderr =, status = the Status, protocol = }.
+-- A command that runs and exits non-zero is a result, not an error; errors are the API's (404, 403),
+-- the transport's, a command that could not start (code "exec_failed") and the limits.
+function Client:exec(pod, argv, opts)
+  opts = opts or {}
+  assert(type(argv) == "table" and #argv > 0, "k8s exec: argv must be a non-empty list of strings")
+  for i, a in ipairs(argv) do
+    assert(type(a) == "string", ("k8s exec: argv[%d] must be a string"):format(i))
+  end
+  local ns, name = pod_ref(self, pod, opts)
+  if not valid_name(ns) or not valid_name(name) then
+    return nil, errors.new("usage", ("exec: %s is not a pod name (NAME or NAMESPACE/NAME)"):format(tostring(pod)))
+  end
+  local parts = {}
+  for _, a in ipairs(argv) do parts[#parts + 1] = "command=" .. urlencode(a) end
+  if opts.container then parts[#parts + 1] = "container=" .. urlencode(opts.container) end
+  parts[#parts + 1] = "stdin=" .. (opts.stdin ~= nil and "true" or "false")
+  parts[#parts + 1] = "stdout=true&stderr=true&tty=false"
+  local path = ("/api/v1/namespaces/%s/pods/%s/exec?%s"):format(ns, name, table.concat(parts, "&"))
+  local what = ("exec in pod %s/%s"):format(ns, name)
+  local s <close>, err = self.core:exec(path, { timeout = self.timeout })
+  if not s then
+    if err.status then
+      local e = status_error(err.status, err.body or "", nil, what)
+      if err.status == 404 and e.reason == "NotFound" then
+        e.message = e.message .. (" (kubectl get pods -n %s)"):format(ns)
+      end
+      return nil, e
+    end
+    err.message = what .. ": " .. tostring(err.message)
+    return nil, err
+  end
+  local protocol = s:protocol()
+
+  -- stdin: a string or a reader, pulled while the send queue has room
+  local feed
+  if type(opts.stdin) == "string" then
+    local data, pos = opts.stdin, 1
+    feed = function()
+      if pos > #data then return nil end
+      local chunk = data:sub(pos, pos + 65535)
+      pos = pos + #chunk
+      return chunk
+    end
+  elseif type(opts.stdin) == "function" then
+    feed = opts.stdin
+  elseif opts.stdin ~= nil then
+    error("k8s exec: stdin must be a string or a reader function", 2)
+  end
+  if feed and protocol ~= "v5.channel.k8s.io" then
+    return nil, errors.new("unsupported", ("%s: the server speaks %s, which cannot close the command's stdin "
+      .. "(v5.channel.k8s.io can: Kubernetes 1.30 or later)"):format(what, protocol))
+  end
+
+  local collect = M.defaults.exec_collect
+  local out, errout, status_parts = {}, {}, {}
+  local sizes = { 0, 0 }
+  local function take(channel, chunk)
+    local cb = channel == 1 and opts.on_stdout or opts.on_stderr
+    if cb then return cb(chunk) ~= false end
+    local list = channel == 1 and out or errout
+    sizes[channel] = sizes[channel] + #chunk
+    if sizes[channel] > collect then
+      return nil, errors.new("too_large", ("%s: more than %d bytes on %s; give an on_%s callback to stream it")
+        :format(what, collect, channel == 1 and "stdout" or "stderr", channel == 1 and "stdout" or "stderr"))
+    end
+    list[#list + 1] = chunk
+    return true
+  end
+
+  local t0 = sys.now()
+  local timeout = opts.timeout or M.defaults.exec_timeout
+  local idle = opts.idle or M.defaults.exec_idle
+  local last_output = t0
+  local end_code, end_reason
+  local HIGH = 1 << 20
+  while true do
+    while feed and s:pending() < HIGH do
+      local chunk = feed()
+      if chunk == nil then
+        local ok, cerr = s:close_stdin()
+        if not ok then return nil, cerr end
+        feed = nil
+      elseif #chunk > 0 then
+        local ok, serr = s:send(chunk)
+        if not ok then return nil, serr end
+      end
+    end
+    local now = sys.now()
+    if now - t0 > timeout then
+      return nil, errors.new("timeout", ("%s: %s did not finish within %g s; it was stopped"):format(what, argv[1], timeout))
+    end
+    if now - last_output > idle then
+      return nil, errors.new("timeout", ("%s: %s wrote nothing for %g s; it was stopped"):format(what, argv[1], idle))
+    end
+    local kind, a, b = s:next(math.min(1, timeout - (now - t0), idle - (now - last_output)))
+    if kind == nil then
+      a.message = what .. ": " .. tostring(a.message)
+      return nil, a
+    elseif kind == "data" then
+      last_output = sys.now()
+      if a == 1 or a == 2 then
+        local ok, terr = take(a, b)
+        if ok == nil then return nil, terr end
+        if not ok then
+          return nil, errors.new("cancelled", ("%s: stopped by the caller"):format(what))
+        end
+      elseif a == 3 then
+        status_parts[#status_parts + 1] = b
+      end
+    elseif kind == "end" then
+      end_code, end_reason = a, b
+      break
+    end
+  end
+  local status_text = table.concat(status_parts)
+  if status_text == "" then
+    return nil, errors.new("exec", ("%s: the session ended without the command's exit status (close code %s%s)")
+      :format(what, tostring(end_code), end_reason ~= "" and (": " .. end_reason) or ""))
+  end
+  local ok, status = pcall(json.decode, status_text)
+  if not ok or type(status) ~= "table" then
+    return nil, errors.new("exec", ("%s: the error channel holds no Status: %s"):format(what, status_text:sub(1, 200)))
+  end
+  local code, why = exit_code(status)
+  if not code then
+    return nil, errors.new("exec_failed", ("%s: %s"):format(what, why), { status = status })
+  end
+  return {
+    code = code, ok = code == 0, status = status, protocol = protocol,
+    stdout = not opts.on_stdout and table.concat(out) or nil,
+    stderr = not opts.on_stderr and table.concat(errout) or nil,
+  }
+end
+
+------------------------------------------------------------------------------------------------
 -- module-level functions on a default client
 
 local default, default_opts = nil, {}
@@ -1349,7 +1533,7 @@ end
 
 for _, name in ipairs { "get", "list", "create", "replace", "patch", "delete", "watch", "scale", "wait_for",
                          "pods_gone", "pods_ready", "rollout_restart", "rollout_status", "replace_force",
-                         "apply_manifest", "secret", "can_i", "resource", "discover", "request" } do
+                         "apply_manifest", "secret", "can_i", "resource", "discover", "request", "exec" } do
   M[name] = function(...)
     local c, err = M.default()
     if not c then return nil, err end

@@ -652,6 +652,74 @@ function M.dump_copy_value(ctx, table_name, column)
   return fail("schema", "the dump's COPY %s has no column %s", table_name, column)
 end
 
+-- The way back -----------------------------------------------------------------------------------------
+
+-- Where the safety backup goes: the site's safety_backup ("s3" or a directory); by default S3 when
+-- the site reaches it, else the state directory's backups/.
+local function safety_destination(ctx)
+  local sb = ctx.site and ctx.site.safety_backup
+  if sb == "s3" or (type(sb) == "string" and sb:match("^/")) then return sb end
+  local c = s3_client(ctx)
+  if c then return "s3" end
+  return site_mod.state_dir(ctx.site) .. "/backups"
+end
+
+-- Before anything changes, the live cluster is backed up where no retention reaches (pgr backup's
+-- pg_dumpall -c + manifest), and the run remembers how to return to it (state way_back; the runbook
+-- prints it at the end and with any failure). A cluster whose master does not answer cannot be
+-- backed up: the run stops there, changing nothing, unless told to go on without a way back.
+local function safety_backup(ctx)
+  local svc = ctx.svc
+  local kept = ctx.state.safety_backup
+  if kept then return ("kept from run %s: %s"):format(tostring(kept.run or "?"), kept.url) end
+  local off = ctx.options.no_safety_backup and "--no-safety-backup"
+    or (ctx.site and ctx.site.safety_backup == false and "safety_backup = false in the site file")
+  if off then
+    require("pgr.ui").warn(("no safety backup (%s): if this restore goes wrong, there is no way back to the "
+      .. "data %s/%s holds now"):format(off, svc.namespace, svc.cluster))
+    ctx:_journal({ event = "safety_backup", step = ctx.step, skipped = off })
+    return "skipped (" .. off .. ")"
+  end
+  local to = safety_destination(ctx)
+  local where = to == "s3" and ("s3://%s/%s%s-*"):format(ctx._s3cfg and ctx._s3cfg.bucket or "postgres-backup",
+    require("pgr.s3").PGR_PREFIX, svc.cluster) or (to .. "/" .. svc.cluster .. "-*")
+  if ctx.dry_run then
+    -- a read: the master answers and can dump (pg_dumpall --version would not ask the server)
+    local pod, err = M.master(ctx)
+    if not pod then return nil, err end
+    local r, xerr = ctx.k8s:exec(pod, { "psql", "-U", "postgres", "-Atc", "select 1" },
+      { container = require("pgr.backup").defaults.container, timeout = 60 })
+    if not r then return nil, xerr end
+    if r.code ~= 0 then return fail("safety_backup", "the master %s does not answer: %s", pod.metadata.name, r.stderr) end
+    require("pgr.ui").line(("        would back up %s/%s to %s"):format(svc.namespace, svc.cluster, where))
+    return "the master answers"
+  end
+  -- an upload a killed attempt left unfinished is aborted first: its parts are no backup
+  local left = ctx.state.safety_upload
+  if left and left.id then
+    local c = s3_client(ctx)
+    if c then c:abort_upload(left.bucket, left.key, left.id) end
+    ctx:set("safety_upload", nil)
+  end
+  local res, err = require("pgr.backup").take {
+    svc = svc, to = to, site = ctx.site, k8s = ctx.k8s, s3 = to == "s3" and s3_client(ctx) or nil,
+    bucket = to == "s3" and ctx._s3cfg.bucket or nil,
+    on_upload = function(id, key) ctx:set("safety_upload", { bucket = ctx._s3cfg.bucket, key = key, id = id }) end,
+  }
+  if not res then
+    return fail("safety_backup", "cannot back up %s/%s before changing it: %s. Nothing has been changed. If its "
+      .. "database is broken beyond dumping, run again with --no-safety-backup (or safety_backup = false in the "
+      .. "site file): the restore then has no way back", svc.namespace, svc.cluster, tostring(err))
+  end
+  ctx:set("safety_upload", nil)
+  ctx:set("safety_backup", { name = res.name, url = res.url, size = res.size,
+                             run = ctx.run_dir and ctx.run_dir:match("[^/]+$") })
+  ctx:set("way_back", res.restore_args)
+  ctx:_journal({ event = "safety_backup", step = ctx.step, name = res.name, url = res.url, size = res.size,
+                 seconds = res.seconds })
+  return ("%s (%s)"):format(res.url, require("pgr.ui").bytes(res.size))
+end
+
 -- The common steps -----------------------------------------------------------------------------------
 
 local function hook_steps(list)
@@ -742,11 +810,14 @@ local function preflight_steps(svc)
         local c, err = s3_client(ctx)
         if not c then return nil, err end
         local bucket = ctx._s3cfg.bucket
-        local list
-        list, err = require("pgr.s3").list_backups(c, bucket, svc.backup_prefix or svc.cluster)
-        if not list then return nil, err end
         local want = ctx.source.backup and ctx.source.backup:gsub("%.psql$", ""):gsub("%.manifest$", "")
           :gsub("%.sql%.gz$", "")
+        local s3mod = require "pgr.s3"
+        local list
+        -- pgr's own backups (pgr/<cluster>-...) only when one is named: never chosen by default
+        list, err = s3mod.list_backups(c, bucket, svc.backup_prefix or svc.cluster,
+          { pgr = want ~= nil and want:sub(1, #s3mod.PGR_PREFIX) == s3mod.PGR_PREFIX })
+        if not list then return nil, err end
         local chosen
         for _, b in ipairs(list) do
           -- the newest complete pair; a named backup is taken even without its manifest
@@ -1189,6 +1260,14 @@ function M.procedure(svc)
   local function add_all(list) for _, s in ipairs(hook_steps(list)) do add(s) end end
 
   add({
+    name = ("Back up %s as it is now, where no retention deletes it (the way back)"):format(svc.cluster),
+    preflight = true, mark = "backup",
+    touches = ("writes: pg_dumpall -c of %s and its secrets' manifest, to S3 under pgr/ (or the state "
+      .. "directory's backups/)"):format(svc.cluster),
+    run = safety_backup,
+  })
+
+  add({
     name = ("Record the replica count of %s and the cluster's numberOfInstances"):format(client.name),
     touches = "reads: " .. client.kind .. " " .. client.name .. ", postgresql " .. svc.cluster,
     run = function(ctx)
@@ -1365,7 +1444,7 @@ function M.procedure(svc)
     steps = steps,
     -- what a `pgr run --new` takes over from an unfinished run that had changed the cluster: its
     -- record of the cluster before the change (runbook.run)
-    inherit = { "client_replicas", "instances" },
+    inherit = { "client_replicas", "instances", "safety_backup", "way_back" },
     inherit_saved = { "postgresql.json", "secrets.json" },
     service = svc,
     -- one pgr at a time on this cluster, from any machine (pgr.lease)

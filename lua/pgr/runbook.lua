@@ -7,6 +7,7 @@
 --   step = { name = "Scale spire-server to 0 and wait until its pods are gone",  -- the runbook's sentence
 --            destructive = bool,      -- asks for confirmation before the first one
 --            preflight = bool,        -- a check: failing here exits 3, nothing changed
+--            mark = "word",           -- how plan marks it instead of [check]/[destructive] (e.g. backup)
 --            touches = "text" | fn(opts) -> text,   -- what it reads or changes (plan)
 --            check = fn(ctx) -> true if already done (optional idempotence probe; a read),
 --            run = fn(ctx) -> nothing | note string | nil, err  (an error raised also fails the step) }
@@ -34,6 +35,9 @@
 --   ctx:wait(description, fn, ...)  a wait on a change's effect: skipped (printed) in a dry run
 --   ctx:secret(value) -> value      never shown: replaced by ‹redacted› in output, journal and log
 --   ctx:log(text) / ctx:say(text)   to the log / to the log and the terminal
+--   ctx.state.way_back = { "--backup", NAME }   set by a step: the `pgr run FILE ...` arguments that
+--                                   return to the data as it was before the run; printed with the run's
+--                                   last lines and with any failure (and in run_finished's JSON)
 --   ctx:status(text), ctx:progress{...}   pgr.ui's transient line and bar
 local sys = require "pgr.sys"
 local errors = require "pgr.errors"
@@ -176,7 +180,8 @@ function M.plan(proc, opts)
   lines[#lines + 1] = ("%s — %s (%s), %d steps"):format(proc.name, proc.title, proc.cluster, n)
   ui.json({ event = "plan", procedure = proc.name, title = proc.title, cluster = proc.cluster, steps = n })
   for i, s in ipairs(proc.steps) do
-    local mark = s.destructive and "  [destructive]" or (s.preflight and "  [check]" or "")
+    local mark = s.mark and ("  [" .. s.mark .. "]") or s.destructive and "  [destructive]"
+      or (s.preflight and "  [check]" or "")
     lines[#lines + 1] = ("%" .. w .. "d. %s%s"):format(i, s.name, mark)
     local t = touches(s, opts)
     if t then lines[#lines + 1] = (" "):rep(w + 2) .. "touches: " .. t end
@@ -306,7 +311,7 @@ local function take_over(proc, inherit, run_dir, state)
   for _, k in ipairs(proc.inherit or {}) do
     if prev[k] ~= nil then
       state[k] = prev[k]
-      kept[#kept + 1] = ("%s = %s"):format(k, tostring(prev[k]))
+      kept[#kept + 1] = type(prev[k]) == "table" and k or ("%s = %s"):format(k, tostring(prev[k]))
     end
   end
   for _, name in ipairs(proc.inherit_saved or {}) do
@@ -508,6 +513,19 @@ local function resume_hint(opts)
   if opts.state_dir_flag then parts[#parts + 1] = "--state-dir " .. opts.state_dir_flag end
   if opts.site_flag then parts[#parts + 1] = "--site " .. opts.site_flag end
   parts[#parts + 1] = "--resume"
+  return table.concat(parts, " ")
+end
+
+-- The command that returns to the data as it was before the run (state.way_back's arguments). After a
+-- run that did not finish, that run must be set aside: --new (it keeps the run's record of the cluster).
+local function way_back_hint(opts, args, unfinished)
+  local parts = { "pgr", "run", opts.file or "FILE" }
+  if opts.state_dir_flag then parts[#parts + 1] = "--state-dir " .. opts.state_dir_flag end
+  if opts.site_flag then parts[#parts + 1] = "--site " .. opts.site_flag end
+  if unfinished then parts[#parts + 1] = "--new" end
+  for _, a in ipairs(args) do
+    parts[#parts + 1] = a:match("^[%w%-_./:=@+,]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
+  end
   return table.concat(parts, " ")
 end
 
@@ -763,6 +781,8 @@ function M.run(proc, opts)
             cluster = proc.cluster, run_dir = run_dir, steps = n })
 
   local function stop(code, status, e)
+    local back = type(ctx.state.way_back) == "table" and status ~= "preflight_failed" and status ~= "declined"
+      and way_back_hint(opts, ctx.state.way_back, true) or nil
     if status == "preflight_failed" then
       ctx:_journal({ event = "run_finished", status = status, exit = code })
       ui.line("preflight failed: nothing was changed")
@@ -776,8 +796,10 @@ function M.run(proc, opts)
       ctx:_journal({ event = "run_failed", exit = code, error = e and err_text(e) or nil })
       ui.line("the run stopped; after fixing the cause, continue with: " .. resume_hint(opts))
     end
+    if back then ui.line("or go back to the data as it was before this run: " .. back) end
     ui.json({ event = "run_finished", status = status, exit = code, run_dir = run_dir,
-              resume = status ~= "preflight_failed" and status ~= "declined" and resume_hint(opts) or nil })
+              resume = status ~= "preflight_failed" and status ~= "declined" and resume_hint(opts) or nil,
+              way_back = back })
     return finish(code)
   end
 
@@ -861,8 +883,10 @@ function M.run(proc, opts)
     end
   end
   ctx:_journal({ event = "run_finished", status = "ok", exit = EXIT.ok, seconds = sys.now() - t_run })
-  ui.json({ event = "run_finished", status = "ok", exit = EXIT.ok, run_dir = run_dir })
+  local back = type(ctx.state.way_back) == "table" and way_back_hint(opts, ctx.state.way_back, false) or nil
+  ui.json({ event = "run_finished", status = "ok", exit = EXIT.ok, run_dir = run_dir, way_back = back })
   ui.line(("%s: all %d steps done in %s (journal: %s)"):format(proc.name, n, ui.duration(sys.now() - t_run), run_dir))
+  if back then ui.line("the data as it was before this run can be restored with: " .. back) end
   return finish(EXIT.ok)
 end
 

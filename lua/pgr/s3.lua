@@ -34,6 +34,10 @@ M.defaults = {
   readahead_mb = 32,
 }
 
+-- Where pgr's own backups live in the bucket (pgr backup, pgr run's safety backup): outside the
+-- nightly job's retention, which deletes "<cluster>-*" keys only.
+M.PGR_PREFIX = "pgr/"
+
 -- Services of the runbook and their Postgres clusters (the backup names start with the cluster).
 M.CLUSTERS = {
   spire = "spire-postgres",
@@ -273,8 +277,9 @@ end
 local OPERATOR_KEY = "^spilo/([^/]+)/([^/]+)/logical_backups/(%d+)%.sql%.gz$"
 
 -- pair(objects) -> backups, newest first: { name=, layout=, cluster=, time=, psql=obj|nil,
--- manifest=obj|nil, complete=bool, missing="manifest"|"psql"|nil, size=, url= }. psql is the dump
--- object whatever its layout. Other objects are left out. Without a time in the name, LastModified orders.
+-- manifest=obj|nil, complete=bool, missing="manifest"|"psql"|nil, size=, url=, by="pgr"|nil }. psql is the
+-- dump object whatever its layout. Other objects are left out. Without a time in the name, LastModified
+-- orders. Backups under M.PGR_PREFIX are pgr's own (pgr backup, pgr run's safety backup): by = "pgr".
 function M.pair(objects, bucket)
   local by, order = {}, {}
   for _, o in ipairs(objects) do
@@ -303,6 +308,10 @@ function M.pair(objects, bucket)
       b.complete = b.psql ~= nil and b.manifest ~= nil
       b.missing = not b.psql and "psql" or not b.manifest and "manifest" or nil
       b.cluster = b.time and b.name:match("^(.-)%-%d%d%d%d%-%d%d%-%d%dT") or b.name
+      if b.name:sub(1, #M.PGR_PREFIX) == M.PGR_PREFIX then
+        b.by = "pgr"
+        b.cluster = b.cluster:sub(#M.PGR_PREFIX + 1)
+      end
     end
     b.size = b.psql and b.psql.size or nil
     b.last_modified = (b.psql or b.manifest).last_modified
@@ -317,10 +326,11 @@ function M.pair(objects, bucket)
   return order
 end
 
--- list_backups(client, bucket, prefix) -> backups (see pair) | nil, err: of one cluster in both
--- layouts (prefix "spire-postgres-" and "spilo/spire-postgres/"), or every backup when prefix is nil.
--- prefix is a cluster name (or a service's backup_prefix).
-function M.list_backups(c, bucket, prefix)
+-- list_backups(client, bucket, prefix [, {pgr=true}]) -> backups (see pair) | nil, err: of one cluster in
+-- both layouts (prefix "spire-postgres-" and "spilo/spire-postgres/"), or every backup when prefix is nil.
+-- prefix is a cluster name (or a service's backup_prefix). opts.pgr: pgr's own backups of the cluster
+-- too (under M.PGR_PREFIX; never chosen by pgr run unless named).
+function M.list_backups(c, bucket, prefix, opts)
   local objects, err
   if not prefix then
     objects, err = c:list(bucket, {})
@@ -333,16 +343,22 @@ function M.list_backups(c, bucket, prefix)
   more, err = c:list(bucket, { prefix = "spilo/" .. prefix .. "/" })
   if not more then return nil, err end
   for _, o in ipairs(more) do objects[#objects + 1] = o end
+  if opts and opts.pgr then
+    more, err = c:list(bucket, { prefix = M.PGR_PREFIX .. prefix .. "-" })
+    if not more then return nil, err end
+    for _, o in ipairs(more) do objects[#objects + 1] = o end
+  end
   return M.pair(objects, bucket)
 end
 
 -- backups(prefix, opts) -> backups (see pair), newest first | nil, err.  prefix: a service name
--- ("spire"), a cluster ("spire-postgres") or nil for every backup in the bucket.
+-- ("spire"), a cluster ("spire-postgres") or nil for every backup in the bucket; pgr's own backups of
+-- the cluster (under M.PGR_PREFIX) are listed beside the nightly ones.
 function M.backups(prefix, opts)
   opts = opts or {}
   local c, cfg = M.connect(opts)
   if not c then return nil, cfg end
-  local list, err = M.list_backups(c, cfg.bucket, prefix and M.cluster_of(prefix) or nil)
+  local list, err = M.list_backups(c, cfg.bucket, prefix and M.cluster_of(prefix) or nil, { pgr = true })
   c:close()
   return list, err
 end

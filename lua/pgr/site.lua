@@ -31,6 +31,9 @@
 --                 insecure=false (warned on every use) }
 --   The file itself must be root's or yours and writable by no one else (pgr.sys.trusted).
 --   commands    name -> argv array (run directly, no shell) | string (run by /bin/sh -c) | false (skip)
+--   safety_backup  pgr run's backup of the live cluster before its first destructive step: true (to S3
+--               when the site has an S3 endpoint and credentials, else the state directory's backups/),
+--               "s3", an absolute directory, or false (none: the run has no way back)
 local errors = require "pgr.errors"
 
 local M = {}
@@ -48,6 +51,7 @@ M.DEFAULTS = {
   state_dir = nil,
   restore_jobs = 1,
   lease_seconds = 300,
+  safety_backup = true,
   kubeconfig = nil,
   context = nil,
   keycloak = {
@@ -105,7 +109,7 @@ end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
                 context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true,
-                postgres = true }
+                postgres = true, safety_backup = true }
 
 -- The fields of the sub-tables, checked as the top-level ones are: a misspelt key is an error that
 -- names it, never a setting silently ignored.
@@ -172,7 +176,7 @@ local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
       return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "lease_seconds, nodes, postgres, restore_jobs, s3, ssh, state_dir)")
+        .. "lease_seconds, nodes, postgres, restore_jobs, s3, safety_backup, ssh, state_dir)")
     end
   end
   for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
@@ -187,6 +191,10 @@ local function validate(t, path)
   local ls = t.lease_seconds
   if ls ~= nil and (math.type(ls) ~= "integer" or ls < 1 or ls > 86400) then
     return fail(path, "lease_seconds", "must be a whole number of seconds from 1 to 86400")
+  end
+  local sb = t.safety_backup
+  if sb ~= nil and sb ~= true and sb ~= false and sb ~= "s3" and not (type(sb) == "string" and sb:match("^/")) then
+    return fail(path, "safety_backup", "must be true, false, \"s3\" or an absolute directory")
   end
   for _, f in ipairs({ "ssh", "s3", "keycloak", "commands", "postgres" }) do
     local e = opt_type(t[f], "table")

@@ -6,6 +6,8 @@
 --   RB_FAIL     step number that fails (nil, err); RB_FAIL_ONCE=1: only if effects/fail-seen is absent
 --   RB_BLOCK    step number that waits until $RB_DIR/unblock exists (writes $RB_DIR/blocked first)
 --   RB_SECRET   a password the steps handle: registered with ctx:secret, printed, saved, errored on
+--   RB_WAY_BACK a backup name step 2 records as the run's way back (state way_back = --backup NAME)
+--   RB_MARK     how plan marks step 2
 local runbook = require "pgr.runbook"
 local sys = require "pgr.sys"
 
@@ -67,6 +69,7 @@ local steps = {
   end),
   step(2, "Record the original replica count", function(ctx)
     ctx:remember("replicas", tonumber(os.getenv("RB_REPLICAS") or "3"))
+    if os.getenv("RB_WAY_BACK") then ctx:set("way_back", { "--backup", os.getenv("RB_WAY_BACK") }) end
     return true
   end),
   step(3, "Delete the synthetic cluster", function(ctx)
@@ -88,6 +91,7 @@ local steps = {
 }
 steps[1].preflight = true
 steps[3].destructive = true
+steps[2].mark = os.getenv("RB_MARK")
 steps[3].touches = "the synthetic cluster (deleted, saved first)"
 
 return runbook.procedure {

@@ -183,6 +183,17 @@ s3_put() {
     assert(c:put_file("postgres-backup", os.getenv("K"), os.getenv("F")))' || bail "upload $2"
 }
 
+# step_no SERVICE NAME-PREFIX: the number `pgr plan` gives the step whose name starts with NAME-PREFIX
+# (tests name steps, never hard-code their numbers: a step added elsewhere moves them)
+step_no() {
+  local n
+  n=$("$PGR" plan "services/$1.lua" 2>/dev/null | awk -v p="$2" '
+    match($0, /^ *[0-9]+\. /) { name = substr($0, RLENGTH + 1); if (index(name, p) == 1) { sub(/\..*/, "", $1); print $1; exit } }')
+  [ -n "$n" ] || bail "no step of $1 starts with: $2"
+  echo "$n"
+}
+step_count() { "$PGR" plan "services/$1.lua" 2>/dev/null | sed -n '1s/.*, \([0-9]*\) steps$/\1/p'; }
+
 # pgr_run ARGS...: pgr run with the sandbox's site and state; output in $E2E/out, status returned
 pgr_run() {
   timeout 600 "$PGR" run "$@" >"$E2E/out" 2>&1

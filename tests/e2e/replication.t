@@ -49,7 +49,7 @@ pgr_run services/spire.lua --dump "$DUMP" --manifest "$E2E/spire-wrong.manifest"
 rc=$?
 is "spire, standby password not the dump's: exit 1" "$rc" 1
 [ "$rc" = 1 ] || show_out 30
-is "...the run stops at the login verification (step 14), before the scale-out" "$(failed_step)" 14
+is "...the run stops at the login verification, before the scale-out" "$(failed_step)" "$(step_no spire "Verify every user")"
 grep -q "The standby role's password in the database is not the one in secret standby.spire-postgres.credentials, which the replicas log in with" "$E2E/out"
 ok $? "...the cause is named: the standby password"
 grep -q "ALTER ROLE standby PASSWORD '<the password in standby.spire-postgres.credentials>'" "$E2E/out"; ok $? "...and what to do"
@@ -67,14 +67,14 @@ grep -q "2 replicas stream from spire-postgres-0" "$E2E/out"; ok $? "...as the r
 # The role's password drifts after that verification (killed as the scale-out starts, changed behind
 # pgr's back): the replicas' base backups fail and the replication check names the cause from their log.
 sql spire-postgres spire "DELETE FROM selectors" || bail "break spire"
-( PGR_TEST_KILL_AT=16 timeout 600 "$PGR" run services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes >"$E2E/out" 2>&1 & wait $! ) 2>/dev/null
+( PGR_TEST_KILL_AT=$(step_no spire "Scale the cluster back") timeout 600 "$PGR" run services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes >"$E2E/out" 2>&1 & wait $! ) 2>/dev/null
 is "a run killed as the scale-out starts" "$?" 137
 sql spire-postgres postgres "ALTER ROLE standby PASSWORD 'drifted-away'" >/dev/null || bail "drift"
 pgr_run services/spire.lua --resume --yes
 rc=$?
 is "--resume with the standby role changed: exit 1" "$rc" 1
 [ "$rc" = 1 ] || show_out 30
-is "...the run fails at the replication check (step 17)" "$(failed_step)" 17
+is "...the run fails at the replication check" "$(failed_step)" "$(step_no spire "Check every replica streams")"
 grep -q "the standby role's password in the database is not the one in secret standby.spire-postgres.credentials" "$E2E/out"
 ok $? "...the cause is named: the standby password"
 grep -qF 'pg_basebackup: error: connection to server at' "$E2E/out" && grep -qF 'password authentication failed for user "standby"' "$E2E/out"
@@ -95,8 +95,8 @@ is "...the data equals the backup" "$(fingerprint spire-postgres spire)" "$fp_sp
 kubectl patch configmap postgres-operator -n services --type merge \
   -p '{"data":{"enable_readiness_probe":"true","resync_period":"1s","repair_period":"10m"}}' >/dev/null || bail "patch"
 sql spire-postgres spire "TRUNCATE selectors, registered_entries CASCADE" || bail "break spire again"
-# killed as step 13 (the secrets) starts: the dump's postgres password is in, the new secrets are not
-( PGR_TEST_KILL_AT=13 timeout 600 "$PGR" run services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes >"$E2E/out" 2>&1 & wait $! ) 2>/dev/null
+# killed as the secrets step starts: the dump's postgres password is in, the new secrets are not
+( PGR_TEST_KILL_AT=$(step_no spire "Update or re-create") timeout 600 "$PGR" run services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes >"$E2E/out" 2>&1 & wait $! ) 2>/dev/null
 is "a run killed as the secrets step starts" "$?" 137
 deadline=$((SECONDS + 60))
 until [ "$(status spire-postgres spire)" = SyncFailed ] || [ $SECONDS -ge $deadline ]; do sleep 0.5; done

@@ -23,7 +23,7 @@ pgr_run services/spire.lua --dump "$DUMP" --manifest "$MANIFEST" --yes
 rc=$?
 is "restore with the manifest exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
-grep -q "all 23 steps done" "$E2E/out"; ok $? "every step reported done"
+grep -q "all $(step_count spire) steps done" "$E2E/out"; ok $? "every step reported done"
 is "the spire database equals the backup" "$(fingerprint spire-postgres spire)" "$fp0"
 is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
 is "the postgres secret holds the manifest's password again" \
@@ -70,9 +70,14 @@ is "restore without a manifest (--json) exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 40
 grep -q "passwords set from the current secrets" "$E2E/out"; ok $? "the passwords were set from the current secrets"
 is "every line on stdout is a JSON object" "$(jq -c 'type' "$E2E/events" 2>&1 | sort -u)" '"object"'
-is "--json: run_started, a started and a done event per step, then run_finished ok" \
+is "--json: run_started, a started and a done event per step (the safety backup's own inside step 6), then run_finished ok" \
    "$(jq -r .event "$E2E/events" | grep -v progress | uniq -c | awk '{ printf "%s %s,", $2, $1 }')" \
-   "run_started 1,$(for _ in $(seq 23); do printf 'step_started 1,step_done 1,'; done)run_finished 1,"
+   "run_started 1,$(for _ in $(seq $(($(step_no spire "Back up") - 1))); do printf 'step_started 1,step_done 1,'; done)step_started 1,backup_started 1,backup_finished 1,step_done 1,$(for _ in $(seq $(($(step_count spire) - $(step_no spire "Back up")))); do printf 'step_started 1,step_done 1,'; done)run_finished 1,"
+case "$(tail -1 "$E2E/events" | jq -r .way_back)" in
+  "pgr run services/spire.lua --dump $STATE/backups/spire-postgres-"*".psql --manifest $STATE/backups/spire-postgres-"*".manifest")
+    ok 0 "--json: run_finished carries the way back (the safety backup in the state directory: no S3 here)";;
+  *) ok 1 "--json: run_finished carries the way back"; tail -1 "$E2E/events" | sed 's/^/# /';;
+esac
 is "--json: the last event says ok, exit 0" "$(tail -1 "$E2E/events" | jq -r '"\(.status) \(.exit)"')" "ok 0"
 leaks=0
 for u in $USERS; do

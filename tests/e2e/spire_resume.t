@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 e2e_up
 USERS="postgres service_account spire standby"
-STEPS=23
+STEPS=$(step_count spire)
 
 # enough data that the stream lasts long enough to be cut in the middle
 sql spire-postgres spire "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS h, repeat('x', 150) AS pad
@@ -52,7 +52,7 @@ for ((k = 2; k <= STEPS; k++)); do
   KILL_AT=$k start "${args[@]}"
   args=(--resume --yes)
   if killed_at "$k"; then kills=$((kills + 1)); else missed=$((missed + 1)); echo "# missed step $k"; break; fi
-  if [ "$k" = 11 ]; then
+  if [ "$k" = 12 ]; then
     # and once more inside the stream itself, by an outside kill -9 while COPY data flows
     SOCK=$(socket_dir spire-postgres)
     KILL_AT= start --resume --yes
@@ -78,6 +78,9 @@ is "the journal ends with run_finished ok" "$(tail -1 "$run/journal.jsonl" | jq 
 is "the spire database equals the backup (bulk table included)" "$(fingerprint spire-postgres spire)" "$fp0"
 is "every secret's user logs in with its password" "$(logins spire-postgres spire $USERS)" "$USERS "
 is "spire-server is back at 3 replicas (the count recorded before the kills)" "$(replicas statefulset spire-server spire)" 3
+is "one safety backup for the whole chain: --resume never takes it again" "$(ls "$STATE"/backups/*.psql | wc -l)" 1
+grep -q "the data as it was before this run can be restored with: pgr run services/spire.lua --dump $STATE/backups/spire-postgres-" "$E2E/out"
+ok $? "the last resume prints the way back"
 is "spire-postgres is back at 3 instances" "$(instances spire-postgres spire)" 3
 [ -n "$(restarted_at daemonset spire-agent spire)" ] && [ -n "$(restarted_at deployment spire-jwks spire)" ]
 ok $? "spire-agent and spire-jwks were rolled out again"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # faithful.t — the runbook's own kubectl command lines (Spire, then HSM) run by the real kubectl against
-# kubesim, each outcome asserted; the restore itself is psql straight to the master's pod IP. Prints TAP.
+# kubesim, each outcome asserted; Spire's restore is the runbook's own `kubectl cp` + `kubectl exec ... psql`
+# (exec over a WebSocket into the pod's real PostgreSQL), HSM's psql straight to the leader's IP. Prints TAP.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 KS=$HERE/kubesim
@@ -72,7 +73,8 @@ is "rollout status on the operator's OnDelete statefulset fails as on a real clu
 DUMPFILE_SRC=$(sed -n 1p "$T/backup.out"); MANIFEST=$(basename "$(sed -n 2p "$T/backup.out")")
 is "backup writes <cluster>-<timestamp>.psql and .manifest" \
    "$(basename "$DUMPFILE_SRC" | sed -E 's/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}/TS/')" "spire-postgres-TS.psql"
-DUMPFILE=${DUMPFILE_SRC//:/-}; cp "$DUMPFILE_SRC" "$DUMPFILE"
+# the runbook renames the download (no ':' for kubectl cp) and works in the directory holding it
+DUMPFILE=$(basename "${DUMPFILE_SRC//:/-}"); cp "$DUMPFILE_SRC" "$DUMPFILE"
 OLD_SPIRE_PW=$(secret_pw spire.spire-postgres.credentials spire)
 
 CLIENT=spire-server
@@ -110,19 +112,30 @@ NEW_SPIRE_PW=$(secret_pw spire.spire-postgres.credentials spire)
 if [ -n "$NEW_SPIRE_PW" ] && [ "$NEW_SPIRE_PW" != "$OLD_SPIRE_PW" ]; then ok 0 "re-created cluster has new secrets with new passwords"; else ok 1 "re-created cluster has new secrets with new passwords"; fi
 is "re-created cluster starts empty" "$(sql spire-postgres spire postgres spire "select count(*) from pg_tables where schemaname='public'")" "0"
 
-# The restore step: psql as postgres straight to the pod IP (instead of kubectl cp + exec). Over TCP the dump's
-# own ALTER ROLE postgres ... PASSWORD (the backed-up one) lands before its first \connect, which psql makes
-# with the password it started with: the stream breaks there. Re-running with the backup's postgres password
-# (from the manifest) restores everything; this is what any TCP restore (pgr's) has to handle.
-MANIFEST_PG_PW=$(awk '/^---/{pw=""} /^  password:/{pw=$2} /name: postgres\./{print pw; exit}' "$MANIFEST" | base64 -d)
+# Over TCP, psql as postgres with the new cluster's password: the dump's own ALTER ROLE postgres ... PASSWORD
+# (the backed-up one) lands before its first \connect, which psql makes with the password it started with,
+# so the stream breaks there; what any TCP restore (pgr's) has to handle.
 PGPASSWORD=$(secret_pw postgres.spire-postgres.credentials spire) psql -X -h "$(master_ip spire-postgres spire)" -U postgres -d postgres \
     <"$DUMPFILE" >"$T/restore.out" 2>&1
 grep -q 'password authentication failed for user "postgres"' "$T/restore.out"
 ok $? "TCP restore with the new cluster's password breaks at the dump's first \\connect"
-PGPASSWORD=$MANIFEST_PG_PW psql -X -h "$(master_ip spire-postgres spire)" -U postgres -d postgres <"$DUMPFILE" >"$T/restore.out" 2>&1
-ok $? "restore the dump with psql -U postgres < \$DUMPFILE to the pod IP (backup's postgres password)"
+# The runbook's restore, its two lines verbatim: copy the dump into the pod, then psql inside the pod over its
+# local socket (trusted, so the password changes nothing), with the dump on kubectl's stdin.
+check "kubectl cp the dump into the pod (runbook line)" \
+    kubectl cp "./${DUMPFILE}" "${POSTGRESQL}-0:/home/postgres/${DUMPFILE}" -c postgres -n "${NAMESPACE}"
+is "the copy in the pod equals the dump (kubectl exec ... sha256sum)" \
+   "$(kubectl exec "${POSTGRESQL}-0" -c postgres -n "${NAMESPACE}" -- sha256sum "/home/postgres/${DUMPFILE}" | cut -c1-64)" \
+   "$(sha256sum "$DUMPFILE" | cut -c1-64)"
+kubectl exec "${POSTGRESQL}-0" -c postgres -n "${NAMESPACE}" -it -- psql -U postgres < "${DUMPFILE}" >"$T/restore.out" 2>&1
+ok $? "restore with kubectl exec -it ... -- psql -U postgres < \$DUMPFILE (runbook line)"
 grep -q 'role "postgres" already exists' "$T/restore.out"; ok $? "restore reports the expected 'already exists' errors"
-grep -q 'FATAL\|not connected' "$T/restore.out"; is "the second restore ran to the end" "$?" "1"
+grep -q 'FATAL\|not connected' "$T/restore.out"; is "the exec'd restore ran to the end" "$?" "1"
+is "the exec'd restore ran inside the pod, as postgres over the local socket" \
+   "$(kubectl exec "${POSTGRESQL}-0" -c postgres -n "${NAMESPACE}" -- psql -U postgres -d spire -Atc 'select current_user, count(*) from selectors group by 1')" \
+   "postgres|400"
+out=$(kubectl exec "${POSTGRESQL}-0" -c postgres -n "${NAMESPACE}" -- psql -d spire -c 'select 1' 2>&1)
+case $out in *'role "root" does not exist'*"exit code 2"*) ok 0 "exec runs as root, as in a Spilo pod: psql without -U fails";;
+    *) ok 1 "exec runs as root, as in a Spilo pod: psql without -U fails"; echo "# $out";; esac
 
 check "delete the four spire-postgres secrets" kubectl delete secret postgres.spire-postgres.credentials service-account.spire-postgres.credentials \
                     spire.spire-postgres.credentials standby.spire-postgres.credentials -n "${NAMESPACE}"

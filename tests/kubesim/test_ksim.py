@@ -1,5 +1,6 @@
 # Unit tests of the pure parts of ksim: selectors, patches, the store's no-op and generation rules,
-# Job selector generation/validation, and the deletion state machine. Run by unit.t (TAP).
+# Job selector generation/validation, the deletion state machine, and exec's server-side WebSocket framing.
+# Run by unit.t (TAP).
 import os
 import sys
 import unittest
@@ -8,7 +9,7 @@ import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ksim import patch, resources as R, store as storemod, util  # noqa: E402
+from ksim import execws, patch, resources as R, store as storemod, util  # noqa: E402
 from ksim.apiserver import Api  # noqa: E402
 from ksim.selector import (SelectorError, field_matches, label_matches, parse_field_selector,  # noqa: E402
                             parse_label_selector, selector_object_to_reqs, reqs_to_string)
@@ -207,6 +208,64 @@ class Printing(unittest.TestCase):
                                                                     {"ready": True, "state": {"running": {}}}]}}
         t = R.to_table(R.BY_KEY[("", "pods")], [pod], "1")
         self.assertEqual(t["rows"][0]["cells"][:3], ["p", "2/2", "Running"])
+
+
+class ExecFraming(unittest.TestCase):
+    """The server side of exec's WebSocket: client frames are masked, control frames come whole."""
+
+    @staticmethod
+    def masked(opcode, payload, fin=True, mask=b"\x37\xfa\x21\x3d"):
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    def test_rfc_example(self):
+        d = execws.Decoder()
+        d.feed(bytes([0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]))
+        self.assertEqual(d.events(), [(1, b"Hello")])
+
+    def test_fragments_pings_and_split_reads(self):
+        stream = (self.masked(2, b"\x00abc", fin=False) + self.masked(9, b"hb") +
+                  self.masked(0, b"x" * 70000, fin=False) + self.masked(0, b"!") + self.masked(8, b"\x03\xe8"))
+        d, got = execws.Decoder(), []
+        for i in range(0, len(stream), 999):
+            d.feed(stream[i:i + 999])
+            got += d.events()
+        self.assertEqual([op for op, _ in got], [9, 2, 8])
+        self.assertEqual(got[1][1], b"\x00abc" + b"x" * 70000 + b"!")
+
+    def test_violations(self):
+        for raw in (bytes([0x82, 0x01, 0x41]),                       # unmasked
+                    self.masked(0, b"x"),                              # continuation without a message
+                    self.masked(9, b"x" * 126),                        # control frame over 125 bytes
+                    self.masked(9, b"", fin=False),                    # fragmented control frame
+                    bytes([0xC2]) + self.masked(2, b"")[1:]):          # RSV1
+            d = execws.Decoder()
+            d.feed(raw)
+            with self.assertRaises(execws.ProtocolError):
+                d.events()
+
+    def test_server_frames_and_status(self):
+        self.assertEqual(execws.frame(2, b"\x01hi"), b"\x82\x03\x01hi")
+        self.assertEqual(execws.frame(2, b"x" * 300)[:4], b"\x82\x7e\x01\x2c")
+        st = execws.status_json(3, ["sh", "-c", "exit 3"])
+        self.assertEqual((st["reason"], st["details"]["causes"][0]), ("NonZeroExitCode", {"reason": "ExitCode", "message": "3"}))
+        self.assertEqual(execws.status_json(0, ["true"]), {"metadata": {}, "status": "Success"})
+
+    def test_home_mapping(self):
+        m = lambda a: execws.map_arg(a, "/sim/pods/ns.p/home/postgres")
+        self.assertEqual(m("/home/postgres/dump.psql"), "/sim/pods/ns.p/home/postgres/dump.psql")
+        self.assertEqual(m("/home/postgres"), "/sim/pods/ns.p/home/postgres")
+        self.assertEqual(m("psql < /home/postgres/x; ls /home/postgres"),
+                         "psql < /sim/pods/ns.p/home/postgres/x; ls /sim/pods/ns.p/home/postgres")
+        self.assertEqual(m("/home/postgresql/x"), "/home/postgresql/x")
+        self.assertEqual(m("-U"), "-U")
 
 
 class Tap(unittest.TextTestResult):

@@ -6,6 +6,8 @@
 # MODE "unranged": once a connection has been cut, later answers of 206 Partial Content reach the
 # client as "200 OK" without their Content-Range, as from a cache or proxy that mangles ranges: a
 # client must refuse such an answer to a resume rather than take its bytes for the ones it asked for.
+# MODE "upload": the cut is counted on the bytes towards the server instead (a request body, a part of
+# a multipart upload, dies after AFTER bytes).
 # The relay exits when WATCH_PID (the test process) is gone. A control file is not needed: the
 # spec starts one relay per scenario.
 import os
@@ -41,12 +43,26 @@ def hard_close(s):
 
 
 def pump_up(client, upstream):
+    sent = 0
     try:
         while True:
             data = client.recv(65536)
             if not data:
                 break
+            if mode == "upload" and sent + len(data) > after:
+                with lock:
+                    cut_now = state["cuts_left"] > 0
+                    if cut_now:
+                        state["cuts_left"] -= 1
+                        state["cut"] += 1
+                if cut_now:
+                    upstream.sendall(data[: after - sent])
+                    time.sleep(0.05)
+                    hard_close(client)
+                    hard_close(upstream)
+                    return
             upstream.sendall(data)
+            sent += len(data)
     except OSError:
         pass
     try:
@@ -64,7 +80,7 @@ def serve(client):
     threading.Thread(target=pump_up, args=(client, upstream), daemon=True).start()
     sent = 0
     with lock:
-        will_cut = state["cuts_left"] > 0
+        will_cut = state["cuts_left"] > 0 and mode != "upload"
         unrange = mode == "unranged" and state["cut"] > 0
     head = b""
     try:

@@ -15,7 +15,9 @@ Two layouts are found (the LAYOUT column):
             leaves a .psql without its .manifest). pgr run never picks an incomplete one by itself.
   operator  the postgres-operator's logical backup, spilo/CLUSTER/UID/logical_backups/EPOCH.sql.gz:
             gzip'd, without a manifest by design (pgr run then sets the passwords from the
-            current secrets). Its NAME is the key without .sql.gz; pgr run --backup takes it. The endpoint, bucket and credentials come from the site file
+            current secrets). Its NAME is the key without .sql.gz; pgr run --backup takes it.
+Backups pgr made (pgr backup, pgr run's safety backup, under the key prefix pgr/) are listed
+beside the nightly ones, marked (pgr) in STATUS. The endpoint, bucket and credentials come from the site file
 and the usual AWS settings (AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/config endpoint_url).]],
   flags = {
     { name = "bucket", short = "b", value = "NAME", help = "bucket (default: the site's, postgres-backup)" },
@@ -43,7 +45,7 @@ function M.run(argv)
     local out = {}
     for _, b in ipairs(list) do
       out[#out + 1] = { name = b.name, layout = b.layout, cluster = b.cluster, time = b.time, complete = b.complete,
-                        missing = b.missing, size = b.size, url = b.url,
+                        missing = b.missing, size = b.size, url = b.url, by = b.by,
                         psql = b.psql and b.psql.key, manifest = b.manifest and b.manifest.key }
     end
     print(require("pgr.json").encode(out))
@@ -57,7 +59,7 @@ function M.run(argv)
   for _, b in ipairs(list) do
     rows[#rows + 1] = {
       b.time or (b.last_modified or "-"):sub(1, 19), b.cluster, b.layout or "-", human_size(b.size),
-      b.complete and "complete" or ("no ." .. b.missing), b.name,
+      (b.complete and "complete" or ("no ." .. b.missing)) .. (b.by and (" (" .. b.by .. ")") or ""), b.name,
     }
   end
   local w = {}

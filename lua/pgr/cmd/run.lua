@@ -7,7 +7,8 @@ local site = require "pgr.site"
 
 local M = {
   summary = "run a restore procedure (dry run, confirmation, journal, --resume)",
-  usage = "Usage: pgr run FILE [--backup NAME | --dump PATH [--manifest PATH]] [--jobs N] [--dry-run] [--yes] [--resume]",
+  usage = "Usage: pgr run FILE [--backup NAME | --dump PATH [--manifest PATH]] [--jobs N] [--dry-run] [--yes] [--resume]\n"
+    .. "       [--new] [--no-safety-backup]",
   help = [[
 FILE is a procedure: a path such as services/spire.lua, or a service name (spire, keycloak, vcs,
 hsm, sls) looked up in /etc/pgr/services and the installed share/pgr/services, never in the
@@ -22,12 +23,19 @@ What is restored:
 How it runs:
   1. Checks first (the backup is complete, the manifest fits the cluster, the API allows every
      verb, the objects exist). A failed check exits 3: nothing was changed.
-  2. Before the first destructive step pgr asks once on the terminal; --yes answers for you.
+  2. The way back: before anything changes, the cluster as it is now is backed up as `pgr backup`
+     does (pg_dumpall -c in the master pod and its secrets' manifest), to S3 under pgr/ where the
+     nightly retention never deletes it (or, without S3, to the state directory's backups/). The
+     run's last lines, and any failure's, print the `pgr run ... --backup NAME` that returns to it.
+     A master that does not answer cannot be backed up: the run stops there, nothing changed;
+     --no-safety-backup (or safety_backup = false in the site file) goes on without a way back.
+     --resume never takes it again; --new after a run that changed the cluster keeps that run's.
+  3. Before the first destructive step pgr asks once on the terminal; --yes answers for you.
      Without a terminal and without --yes it refuses to start (exit 2).
-  3. Every step is journaled (started, done, failed, with times) in a run directory under the
+  4. Every step is journaled (started, done, failed, with times) in a run directory under the
      state directory, with what was saved before destruction (files mode 0600) and a log.
      Passwords never appear in the output, the journal or the log.
-  4. If a step fails or pgr is interrupted, fix the cause and run the same command with
+  5. If a step fails or pgr is interrupted, fix the cause and run the same command with
      --resume: it continues at the first step not done, with what earlier steps recorded.
   5. One pgr at a time per cluster, from any machine: a run holds the Lease pgr-<cluster> in the
      cluster's namespace (who: user@host, pid, run id) and renews it while it works. Another
@@ -69,6 +77,7 @@ failed before anything changed, or another pgr holds the cluster's lease or lock
     { name = "yes", short = "y", help = "do not ask before the destructive steps" },
     { name = "resume", help = "continue the newest unfinished run of this procedure" },
     { name = "new", help = "start over; an unfinished run is closed, its record of the cluster kept" },
+    { name = "no-safety-backup", help = "do not back up the cluster before changing it (no way back)" },
     { name = "json", help = "machine-readable events on stdout, one JSON object per line" },
     { name = "quiet", short = "q", help = "no progress bars or status lines" },
     { name = "state-dir", value = "DIR", help = "where runs are journaled" },
@@ -111,6 +120,7 @@ function M.run(argv)
   end
   return runbook.run(proc, {
     dry_run = opts.dry_run, yes = opts.yes, resume = opts.resume, new = opts.new,
+    no_safety_backup = opts.no_safety_backup,
     site = s, state_dir = opts.state_dir, file = pos[1],
     state_dir_flag = opts.state_dir, site_flag = opts.site,
     source = { backup = opts.backup, dump = opts.dump, manifest = opts.manifest, jobs = jobs and math.tointeger(jobs) },

@@ -11,6 +11,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from . import execws
 from . import openapi
 from . import patch as patchlib
 from . import resources as R
@@ -236,6 +237,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # -------------------------------------------------------------- routing
     def route(self, method, path, body):
+        if execws.is_exec(path):
+            return execws.serve(self, method, path)
         if path in ("/healthz", "/livez", "/readyz"):
             data = b"ok"
             self.send_response(200)

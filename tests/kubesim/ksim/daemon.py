@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from . import apiserver, pki, podlog, util
+from . import apiserver, execws, pki, podlog, util
 from .controllers import Controllers
 from .fixture import Fixture
 from .pgoperator import Operator, secret_name, cluster_users, SECRETS
@@ -17,7 +17,7 @@ from .pgmanager import PgManager
 
 DEFAULT_TIMINGS = {"pod_start": 0.3, "pod_ready": 0.2, "job_duration": 1.0, "grace": 0.2,
                    "operator_delay": 0.1, "create_timeout": 120.0, "bookmark_interval": 5.0, "tick": 0.05,
-                   "patroni_loop": 2.0}
+                   "patroni_loop": 2.0, "exec_ping": 5.0}
 TIMING_ENV = {k: "KUBESIM_" + k.upper() for k in DEFAULT_TIMINGS}
 
 
@@ -80,6 +80,7 @@ def serve(d, args):
     ctl = Controllers(api, cfg)
     pgm = PgManager(pg_root(d))
     op = Operator(api, ctl, pgm, cfg)
+    execenv = execws.install(api, op, pgm)
     fx = Fixture(args.fixture, ctl, op, pgm, net)
     register_admin(api, ctl, op, pgm, cfg, d)
     podlog.install(api, pgm)
@@ -94,6 +95,7 @@ def serve(d, args):
         server.stopping = True
         ctl.stop.set()
         op.stop()
+        execws.stop_all(execenv)
         pgm.stop_all()
         threading.Thread(target=server.shutdown, daemon=True).start()
     signal.signal(signal.SIGTERM, shutdown)
