@@ -1,6 +1,7 @@
 /* httpcore.c — the libcurl wrapper declared in httpcore.h: one easy handle per client driven by a
  * private multi handle, so blocking and pulled transfers share the same kept-alive connections. */
 #include "httpcore.h"
+#include "cabundle.h"
 
 #include <curl/curl.h>
 #include <stdarg.h>
@@ -441,6 +442,15 @@ static int setup(pgr_http_client *c, const pgr_http_request *req, pgr_http_respo
         SET(CURLOPT_CAINFO, c->cfg.cainfo);
     if (c->cfg.ca_pem)
         bad |= blob(e, CURLOPT_CAINFO_BLOB, c->cfg.ca_pem);
+    /* no CA of its own: the system's bundle, wherever this system keeps it (cabundle.c) */
+    if (!c->cfg.cainfo && !c->cfg.ca_pem && !c->cfg.insecure && strncasecmp(req->url, "https:", 6) == 0) {
+        char ca[1024], why[400];
+        if (pgr_cabundle_find(ca, sizeof ca, why, sizeof why) != 0) {
+            set_error(err, "tls", 0, "%s %s: %s", method, origin, why);
+            return -1;
+        }
+        SET(CURLOPT_CAINFO, ca);
+    }
     if (c->cfg.cert_file)
         SET(CURLOPT_SSLCERT, c->cfg.cert_file);
     if (c->cfg.cert_pem)

@@ -24,6 +24,8 @@
 --   kubeconfig  path (default: $KUBECONFIG, else ~/.kube/config, else in-cluster); context: name
 --   keycloak    { token_url=URL|false (false: skip the token check), client_id="shasta", credentials_file=PATH|nil }
 --   commands    name -> argv array (run directly, no shell) | string (run by /bin/sh -c) | false (skip)
+--   ca_file     the CA bundle (PEM) for TLS peers that name no CA of their own, tried after
+--               $CURL_CA_BUNDLE and $SSL_CERT_FILE and before the system's (SUSE, RHEL, Debian) paths
 local errors = require "pgr.errors"
 
 local M = {}
@@ -95,16 +97,17 @@ local function check_url(v)
 end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
-                context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true }
+                context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true,
+                ca_file = true }
 
 local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
-      return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "lease_seconds, nodes, restore_jobs, s3, ssh, state_dir)")
+      return fail(path, tostring(k), "is not a site field (known: ca_file, commands, context, keycloak, "
+        .. "kubeconfig, lease_seconds, nodes, restore_jobs, s3, ssh, state_dir)")
     end
   end
-  for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
+  for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context", "ca_file" }) do
     local e = opt_type(t[f], "string")
     if e then return fail(path, f, e) end
   end
@@ -230,6 +233,8 @@ function M.load(path)
   if not valid then return nil, verr end
   local s = merge(M.defaults(), t)
   s.path = path
+  -- the site's CA bundle serves every TLS connection of this process that names none
+  require("pgr.http").set_ca_file(s.ca_file)
   return s
 end
 
