@@ -44,6 +44,8 @@ LDFLAGS    += -static -Wl,--gc-sections
 export VALGRIND := 0
 export STATIC
 test: static-libs
+# `pgr version` names the Debian sources the libraries were built from
+$(BUILD)/sys.o: $(STATIC_PREFIX)/include/pgr_static.h
 endif
 
 .PHONY: static static-libs release rpm
