@@ -60,7 +60,7 @@ static: static-libs
 HOST_SRC  := $(wildcard host/*.c)
 HOST_HDR  := $(wildcard host/*.h)
 LIB_OBJ   := $(patsubst host/%.c,$(BUILD)/%.o,$(filter-out host/main.c,$(HOST_SRC)))
-LUA_SRC   := $(shell find lua -name '*.lua' | sort)
+LUA_SRC   := $(shell find lua -name '*.lua' | sort) $(sort $(wildcard services/*.lua))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 

@@ -10,7 +10,7 @@
 --            touches = "text" | fn(opts) -> text,   -- what it reads or changes (plan)
 --            check = fn(ctx) -> true if already done (optional idempotence probe; a read),
 --            run = fn(ctx) -> nothing | note string | nil, err  (an error raised also fails the step) }
--- runbook.locate(name) -> path | nil, err       a path, or a service name (services/NAME.lua)
+-- runbook.locate(name) -> path | nil, err       a path, or a service name (services/NAME.lua, else built in)
 -- runbook.load(path) -> proc | nil, err          a procedure file returns a procedure
 -- runbook.plan(proc [, opts]) -> lines           also printed through pgr.ui (and as --json events)
 -- runbook.run(proc, opts) -> exit code           opts: dry_run, yes, resume, new, json, quiet,
@@ -104,7 +104,8 @@ end
 function M.is_procedure(v) return getmetatable(v) == Proc end
 
 -- Where `pgr run spire` finds services/spire.lua: the path as given, else ./services/NAME.lua, else
--- the installed copies (make install puts them in PREFIX/share/pgr/services).
+-- the installed copies (make install puts them in PREFIX/share/pgr/services), else the copy built
+-- into the binary.
 M.SERVICE_DIRS = { "services", "/usr/local/share/pgr/services", "/usr/share/pgr/services" }
 
 function M.locate(name)
@@ -119,12 +120,24 @@ function M.locate(name)
       if readable(p) then return p end
     end
   end
+  -- last, the copy built into the binary: a lone static pgr still knows the five services
+  if name:match("^[%w_-]+$") and require("pgr.embedded").load("services." .. name) then
+    return M.BUILTIN .. name
+  end
   return nil, errors.new("procedure", ("no procedure file %s (give a path such as services/spire.lua, "
-    .. "or a service name found in %s)"):format(name, table.concat(M.SERVICE_DIRS, ", ")))
+    .. "or a service name found in %s or built into pgr)"):format(name, table.concat(M.SERVICE_DIRS, ", ")))
 end
 
+-- locate's name for a procedure built into the binary
+M.BUILTIN = "(built in)/"
+
 function M.load(path)
-  local chunk, err = loadfile(path)
+  local chunk, err
+  if path:sub(1, #M.BUILTIN) == M.BUILTIN then
+    chunk, err = require("pgr.embedded").load("services." .. path:sub(#M.BUILTIN + 1))
+  else
+    chunk, err = loadfile(path)
+  end
   if not chunk then return nil, errors.new("procedure", tostring(err), { path = path }) end
   local ok, p = pcall(chunk)
   if not ok then return nil, errors.new("procedure", ("%s: %s"):format(path, tostring(p)), { path = path }) end

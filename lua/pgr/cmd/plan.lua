@@ -9,7 +9,8 @@ local M = {
   usage = "Usage: pgr plan FILE [--json]",
   help = [[
 FILE is a procedure: a path such as services/spire.lua, or a service name (spire, keycloak, vcs,
-hsm, sls) looked up in ./services and the installed share/pgr/services.
+hsm, sls) looked up in ./services and the installed share/pgr/services, else the copy built
+into pgr.
 
 Each step is printed with its number (the one `pgr run` shows and journals), whether it is a
 check (a preflight step: if it fails, nothing has been changed) or destructive (pgr run asks
