@@ -69,11 +69,15 @@ fetch() {
   die "$src: no source version could be fetched (tried: ${inst:+$inst }$(echo $cand))"
 }
 
-# built NAME VERSION: whether NAME was built from VERSION
-built() { [ -f "$STAMPS/$1" ] && [ "$(cut -d' ' -f1 "$STAMPS/$1")" = "$2" ]; }
-# the stamp: the version built and the installed version it was chosen for
+# A library's recipe: its build function's text, so a changed recipe rebuilds it
+recipe() { declare -f "build_$1" | sha1sum | cut -c1-12; }
+# built NAME VERSION: whether NAME was built from VERSION with the current recipe
+built() {
+  [ -f "$STAMPS/$1" ] && [ "$(cut -d' ' -f1,3 "$STAMPS/$1")" = "$2 $(recipe "$1")" ]
+}
+# the stamp: the version built, the installed version it was chosen for, the recipe
 stamp() {
-  mkdir -p "$STAMPS" && echo "$2 $INST" > "$STAMPS/$1"
+  mkdir -p "$STAMPS" && echo "$2 $INST $(recipe "$1")" > "$STAMPS/$1"
   log "$1: built in $((SECONDS - T0)) s"
 }
 
@@ -206,7 +210,7 @@ build_ncurses() {
   (cd "$DIR" && run configure ./configure --prefix="$P" --without-shared --with-normal \
       --without-debug --without-profile --without-cxx --without-cxx-binding --without-ada \
       --without-progs --without-tests --without-manpages --disable-db-install --with-termlib \
-      --without-gpm --without-dlsym --disable-home-terminfo --enable-const \
+      --without-gpm --without-dlsym --enable-const \
       --with-terminfo-dirs=/etc/terminfo:/usr/share/terminfo:/lib/terminfo:/usr/lib/terminfo \
       --with-default-terminfo-dir=/usr/share/terminfo --with-fallbacks="$fb" \
       --with-tic-path=/usr/bin/tic --with-infocmp-path=/usr/bin/infocmp \
@@ -283,6 +287,8 @@ main() {
   build_cjson
   build_libyaml
   build_expat
+  # prefix/.stamp is newer than pgr's objects whenever a library changed: make relinks pgr
+  if ls "$STAMPS"/*.new >/dev/null 2>&1 || [ ! -f "$P/.stamp" ]; then touch "$P/.stamp"; fi
   rm -f "$STAMPS"/*.new
   mv "$S/versions.new" "$S/versions"
   version_header
