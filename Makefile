@@ -129,3 +129,20 @@ uninstall:
 
 clean:
 	rm -rf build pgr
+
+# ---- static build (issue 14): packaging -------------------------------------------------------
+# `make release`: build/dist/pgr-VERSION-linux-x86_64.tar.gz; `make rpm`: build/dist/pgr-VERSION-1.x86_64.rpm
+DIST := build/dist
+release: static
+	@host/tools/static/release.sh build/static/pgr $(VERSION) $(DIST)
+
+rpm: release
+	@host/tools/static/rpm.sh $(DIST)/pgr-$(VERSION)-linux-x86_64.tar.gz $(VERSION) $(DIST)
+
+# pgr's objects, binary and units follow the libraries: rebuilt when build.sh rebuilt one of them
+ifeq ($(STATIC),1)
+$(LIB_OBJ) $(BUILD)/main.o $(PGR) $(UNIT_BIN): $(STATIC_PREFIX)/.stamp
+$(STATIC_PREFIX)/.stamp:
+	@host/tools/static/deps.sh
+	@host/tools/static/build.sh
+endif
