@@ -62,13 +62,14 @@ same "down + auth: summary" "$(tail -n1 "$D/err")" \
   "2 ok, 2 failed: ncn-x001 (connection refused), ncn-y001 (authentication failed)"
 check "down: ssh's own message shown live" grep -q '^ncn-x001: ssh: connect to host .*Connection refused' "$D/err"
 
-# --- a hung node: the timeout kills it, the others finish
+# --- a hung node: the timeout kills it, the others finish (5 s: on a busy machine the quick
+# node's ssh handshake alone can take a second)
 start=$(date +%s.%N)
-out=$(pf -u 1 -w 'ncn-w00[1-2]' -- '[ $PGR_NODE = ncn-w002 ] && sleep 60; echo done' 2>"$D/err"); rc=$?
+out=$(pf -u 5 -w 'ncn-w00[1-2]' -- '[ $PGR_NODE = ncn-w002 ] && sleep 60; echo done' 2>"$D/err"); rc=$?
 took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')
 same "hang: exit 1" "$rc" 1
-same "hang: summary" "$(tail -n1 "$D/err")" "1 ok, 1 failed: ncn-w002 (timed out after 1s)"
-check "hang: did not wait for the sleep (${took}s)" awk -v t="$took" 'BEGIN{exit !(t < 20)}'
+same "hang: summary" "$(tail -n1 "$D/err")" "1 ok, 1 failed: ncn-w002 (timed out after 5s)"
+check "hang: did not wait for the sleep (${took}s)" awk -v t="$took" 'BEGIN{exit !(t < 50)}'
 # ([B] keeps pgrep from finding this shell's own command line)
 check "hang: its ssh child is gone" sh -c "! pgrep -f -- '[B]atchMode=yes.*-F $CFG' >/dev/null"
 
