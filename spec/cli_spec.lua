@@ -82,6 +82,14 @@ describe("pgr host", function()
     assert.matches("Exit codes:", out)
   end)
 
+  it("prints every command's help (the man page is made of it)", function()
+    for _, name in ipairs(require("pgr.cli").commands()) do
+      local out, rc = run(PGR .. " help " .. name)
+      assert.equals(0, rc, name .. ": " .. out)
+      assert.matches("^Usage: pgr " .. name:gsub("%p", "%%%0"), out)
+    end
+  end)
+
   it("prints the library versions", function()
     local out, rc = run(PGR .. " version")
     assert.equals(0, rc)
