@@ -27,10 +27,40 @@ endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# ---- static build (issue 14) ------------------------------------------------------------------
+# `make static` builds build/static/pgr: x86_64, musl, statically linked (no dynamic section), its
+# libraries built from Debian 12's source packages by host/tools/static/build.sh (build/static/prefix).
+# `make test STATIC=1` runs the whole suite against it; `make release`, `make rpm` package it.
+STATIC_PREFIX := $(abspath build/static/prefix)
+ifeq ($(STATIC),1)
+BUILD      := build/static
+PGR        := $(BUILD)/pgr
+CC         := musl-gcc
+PKG_CFLAGS  = -I$(STATIC_PREFIX)/include -I$(STATIC_PREFIX)/include/cjson -DPGR_STATIC=1
+PKG_LIBS    = -L$(STATIC_PREFIX)/lib -lcurl -lpq -lpgcommon -lpgport -lssl -lcrypto -lreadline \
+              -ltinfo -lcjson -lyaml -lexpat -llua -lz -lpthread
+LDFLAGS    += -static -Wl,--gc-sections
+# valgrind cannot follow musl's allocator in a static binary; the plain build runs the units under it
+export VALGRIND := 0
+export STATIC
+test: static-libs
+# `pgr version` names the Debian sources the libraries were built from
+$(BUILD)/sys.o: $(STATIC_PREFIX)/include/pgr_static.h
+endif
+
+.PHONY: static static-libs release rpm
+static-libs:
+	@host/tools/static/deps.sh
+	@host/tools/static/build.sh
+
+static: static-libs
+	@$(MAKE) --no-print-directory STATIC=1 all
+# ---- end of the static build's variables (its packaging targets are at the end) ----------------
+
 HOST_SRC  := $(wildcard host/*.c)
 HOST_HDR  := $(wildcard host/*.h)
 LIB_OBJ   := $(patsubst host/%.c,$(BUILD)/%.o,$(filter-out host/main.c,$(HOST_SRC)))
-LUA_SRC   := $(shell find lua -name '*.lua' | sort)
+LUA_SRC   := $(shell find lua -name '*.lua' | sort) $(sort $(wildcard services/*.lua))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
@@ -99,3 +129,20 @@ uninstall:
 
 clean:
 	rm -rf build pgr
+
+# ---- static build (issue 14): packaging -------------------------------------------------------
+# `make release`: build/dist/pgr-VERSION-linux-x86_64.tar.gz; `make rpm`: build/dist/pgr-VERSION-1.x86_64.rpm
+DIST := build/dist
+release: static
+	@host/tools/static/release.sh build/static/pgr $(VERSION) $(DIST)
+
+rpm: release
+	@host/tools/static/rpm.sh $(DIST)/pgr-$(VERSION)-linux-x86_64.tar.gz $(VERSION) $(DIST)
+
+# pgr's objects, binary and units follow the libraries: rebuilt when build.sh rebuilt one of them
+ifeq ($(STATIC),1)
+$(LIB_OBJ) $(BUILD)/main.o $(PGR) $(UNIT_BIN): $(STATIC_PREFIX)/.stamp
+$(STATIC_PREFIX)/.stamp:
+	@host/tools/static/deps.sh
+	@host/tools/static/build.sh
+endif

@@ -56,6 +56,12 @@ return {
   -- Journals of every run (default $XDG_STATE_HOME/pgr or ~/.local/state/pgr; PGR_STATE_DIR wins).
   state_dir = "/var/lib/pgr",
 
+  -- The CA bundle (PEM) for TLS peers whose own configuration names no CA (S3 without ca_bundle,
+  -- a kubeconfig without certificate-authority, libpq's sslmode=verify-full). Default: the system's,
+  -- found where SUSE (/etc/ssl/ca-bundle.pem), RHEL (/etc/pki/tls/certs/ca-bundle.crt) or Debian
+  -- (/etc/ssl/certs/ca-certificates.crt) keep it; $CURL_CA_BUNDLE and $SSL_CERT_FILE win over this.
+  -- ca_file = "/etc/pgr/ca-bundle.pem",
+
   -- Kubernetes: default $KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
   -- kubeconfig = "/etc/kubernetes/admin.conf",
   -- context = "kubernetes-admin@kubernetes",

@@ -85,10 +85,32 @@ static int searcher(lua_State *L)
     return 2;
 }
 
-/* pgr.embedded: the list of embedded module names, so `pgr help` can find every pgr.cmd.* */
+/* pgr.embedded.load(name) -> function | nil, msg: the embedded chunk itself, never a copy on disk
+ * (the service procedures built into the binary: services.spire, ...) */
+static int embedded_load(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const struct pgr_embedded *e = find_embedded(name);
+    if (!e) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "no embedded chunk '%s'", name);
+        return 2;
+    }
+    if (luaL_loadbufferx(L, e->source, e->len, e->chunk, "t") != LUA_OK) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    return 1;
+}
+
+/* pgr.embedded: the list of embedded module names, so `pgr help` can find every pgr.cmd.*; its
+ * field load is embedded_load */
 static int embedded_list(lua_State *L)
 {
     lua_newtable(L);
+    lua_pushcfunction(L, embedded_load);
+    lua_setfield(L, -2, "load");
     int i = 1;
     for (const struct pgr_embedded *e = pgr_embedded; e->module; e++) {
         lua_pushstring(L, e->module);

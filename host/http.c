@@ -1,5 +1,6 @@
 /* http.c — pgr.http: the HTTP core (httpcore.h) for Lua scripts: http.client(cfg) handles with
  * keep-alive and a one-shot http.request(opts). Conversion only; the work is in httpcore.c. */
+#include "cabundle.h"
 #include "httpcore.h"
 #include "lutil.h"
 
@@ -231,6 +232,26 @@ static int http_urlencode(lua_State *L)
     return 1;
 }
 
+/* http.ca_bundle() -> path | nil, err: the CA bundle used when a connection names none */
+static int http_ca_bundle(lua_State *L)
+{
+    char path[1024], why[400];
+    if (pgr_cabundle_find(path, sizeof path, why, sizeof why) != 0)
+        return pgr_fail(L, "tls", "%s", why);
+    lua_pushstring(L, path);
+    return 1;
+}
+
+/* http.set_ca_file(path | nil): the site file's ca_file, tried after $CURL_CA_BUNDLE and
+ * $SSL_CERT_FILE and before the system's paths */
+static int http_set_ca_file(lua_State *L)
+{
+    const char *p = luaL_optstring(L, 1, NULL);
+    if (pgr_cabundle_set_site(p) != 0)
+        return luaL_error(L, "out of memory");
+    return 0;
+}
+
 int luaopen_pgr_http(lua_State *L)
 {
     static const luaL_Reg methods[] = { { "request", client_request }, { "close", client_close }, { NULL, NULL } };
@@ -242,6 +263,8 @@ int luaopen_pgr_http(lua_State *L)
         { "client", http_client },
         { "request", http_request },
         { "urlencode", http_urlencode },
+        { "ca_bundle", http_ca_bundle },
+        { "set_ca_file", http_set_ca_file },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);

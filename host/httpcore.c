@@ -1,6 +1,7 @@
 /* httpcore.c — the libcurl wrapper declared in httpcore.h: one easy handle per client driven by a
  * private multi handle, so blocking and pulled transfers share the same kept-alive connections. */
 #include "httpcore.h"
+#include "cabundle.h"
 
 #include "b64.h"
 
@@ -399,6 +400,18 @@ static int apply_tls(CURL *e, const pgr_http_config *cfg)
     return bad;
 }
 
+/* No CA of its own and TLS verified: the system's bundle, wherever this system keeps it
+ * (cabundle.c). Returns 0, 1 when libcurl refused the option, -1 with `why` when there is none. */
+static int system_ca(CURL *e, const pgr_http_config *cfg, const char *url, char *why, size_t whylen)
+{
+    if (cfg->cainfo || cfg->ca_pem || cfg->insecure || strncasecmp(url, "https:", 6) != 0)
+        return 0;
+    char ca[1024];
+    if (pgr_cabundle_find(ca, sizeof ca, why, whylen) != 0)
+        return -1;
+    return curl_easy_setopt(e, CURLOPT_CAINFO, ca) != CURLE_OK;
+}
+
 /* Resets the easy handle (connections and caches survive) and applies config + request. */
 /* libcurl's sockets are not close-on-exec: a child started meanwhile (a shell, a server, ssh) would
  * hold the connection open after pgr closed it. */
@@ -471,6 +484,13 @@ static int setup(pgr_http_client *c, const pgr_http_request *req, pgr_http_respo
         SET(CURLOPT_BUFFERSIZE, req->buffer_size);
 
     bad |= apply_tls(e, &c->cfg);
+    char why[400];
+    int ca = system_ca(e, &c->cfg, req->url, why, sizeof why);
+    if (ca < 0) {
+        set_error(err, "tls", 0, "%s %s: %s", method, origin, why);
+        return -1;
+    }
+    bad |= ca;
     if (c->cfg.username) {
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SET(CURLOPT_USERNAME, c->cfg.username);
@@ -885,6 +905,14 @@ pgr_http_raw *pgr_http_raw_open(const pgr_http_config *cfg, const char *url, lon
     SET(CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms > 0 ? connect_timeout_ms : 10000L);
 #undef SET
     bad |= apply_tls(e, cfg);
+    char why[400];
+    int ca = system_ca(e, cfg, url, why, sizeof why);
+    if (ca < 0) {
+        set_error(err, "tls", 0, "connect %s: %s", r->origin, why);
+        pgr_http_raw_close(r);
+        return NULL;
+    }
+    bad |= ca;
     if (bad) {
         set_error(err, "usage", 0, "%s: libcurl rejected an option (TLS blobs need libcurl >= 7.77)", r->origin);
         pgr_http_raw_close(r);

@@ -20,6 +20,7 @@
  *   pg.restore(target, source, opts) -> result | nil, err{code=, message=, line=, offset=, result=}
  *   pg.inspect(source [, {first_row_max=4096}]) -> facts | nil, err
  */
+#include "cabundle.h"
 #include "lutil.h"
 #include "pgmulti.h"
 #include "restore.h"
@@ -145,6 +146,43 @@ static void redact(lua_State *L, const char *conninfo, const char *msg)
     lua_pushstring(L, out);
 }
 
+static const char *param(const struct box *b, const char *key, const char *env)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (!strcmp(b->kw[i], key))
+            return b->val[i];
+    return getenv(env);
+}
+
+/* sslmode=verify-ca/verify-full with no root certificate named (sslrootcert, $PGSSLROOTCERT, libpq's
+ * ~/.postgresql/root.crt): the system's CA bundle, found as for HTTPS (cabundle.c). 0, or -1 after
+ * replacing the box at the top with nil, err. */
+static int add_rootcert(lua_State *L, struct box *b)
+{
+    const char *mode = param(b, "sslmode", "PGSSLMODE");
+    if (!mode || strncmp(mode, "verify-", 7) != 0)
+        return 0;
+    const char *root = param(b, "sslrootcert", "PGSSLROOTCERT");
+    if (root && *root)
+        return 0;
+    const char *home = getenv("HOME");
+    char own[1024];
+    if (home && snprintf(own, sizeof own, "%s/.postgresql/root.crt", home) < (int)sizeof own &&
+        access(own, R_OK) == 0)
+        return 0;
+    char ca[1024], why[400];
+    if (pgr_cabundle_find(ca, sizeof ca, why, sizeof why) != 0) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        pgr_push_error(L, "connect", "sslmode=%s needs the CA of the server: %s (or sslrootcert=)", mode,
+                       why);
+        return -1;
+    }
+    if (box_add(b, "sslrootcert", ca) < 0)
+        luaL_error(L, "out of memory");
+    return 0;
+}
+
 /* Connection parameters from a conninfo string (key=value or URI; a bare word is a database name),
  * a table {host=, port=, ...} or a connection. Pushes a params box; returns it, or NULL after
  * pushing nil, err. */
@@ -212,7 +250,7 @@ static struct box *params_from(lua_State *L, int idx)
     bad |= box_add(b, "fallback_application_name", "pgr") < 0;
     if (bad)
         luaL_error(L, "out of memory");
-    return b;
+    return add_rootcert(L, b) == 0 ? b : NULL;
 }
 
 /* ---------------------------------------------------------------- errors */

@@ -27,6 +27,15 @@
 #include <unistd.h>
 #include <yaml.h>
 #include <zlib.h>
+#include <readline/readline.h>
+#ifdef PGR_STATIC
+/* written by host/tools/static/build.sh: PGR_STATIC_LIBC, PGR_STATIC_SOURCES */
+#include <pgr_static.h>
+/* libtinfo's; declared here rather than through <curses.h> and its macros */
+extern const char *curses_version(void);
+#else
+#include <gnu/libc-version.h>
+#endif
 
 static int fd_arg(lua_State *L, int idx)
 {
@@ -369,10 +378,11 @@ static int sys_read_password(lua_State *L)
     return 1;
 }
 
-/* versions(): every library pgr runs with, as the libraries report themselves at run time */
+/* versions(): every library pgr runs with, as the libraries report themselves at run time; whether
+ * the binary is static, its C library, and for the static one the Debian sources it was built from */
 static int sys_versions(lua_State *L)
 {
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 14);
     lua_pushstring(L, PGR_VERSION);
     lua_setfield(L, -2, "pgr");
     lua_pushstring(L, LUA_RELEASE);
@@ -395,6 +405,23 @@ static int sys_versions(lua_State *L)
     lua_setfield(L, -2, "zlib");
     lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
     lua_setfield(L, -2, "openssl");
+    lua_pushstring(L, rl_library_version);
+    lua_setfield(L, -2, "readline");
+#ifdef PGR_STATIC
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "static");
+    lua_pushstring(L, PGR_STATIC_LIBC);
+    lua_setfield(L, -2, "libc");
+    lua_pushstring(L, curses_version());
+    lua_setfield(L, -2, "ncurses");
+    lua_pushstring(L, PGR_STATIC_SOURCES);
+    lua_setfield(L, -2, "sources");
+#else
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "static");
+    lua_pushfstring(L, "glibc %s", gnu_get_libc_version());
+    lua_setfield(L, -2, "libc");
+#endif
     return 1;
 }
 

@@ -82,12 +82,24 @@ describe("pgr host", function()
     assert.matches("Exit codes:", out)
   end)
 
+  it("prints every command's help (the man page is made of it)", function()
+    for _, name in ipairs(require("pgr.cli").commands()) do
+      local out, rc = run(PGR .. " help " .. name)
+      assert.equals(0, rc, name .. ": " .. out)
+      assert.matches("^Usage: pgr " .. name:gsub("%p", "%%%0"), out)
+    end
+  end)
+
   it("prints the library versions", function()
     local out, rc = run(PGR .. " version")
     assert.equals(0, rc)
-    for _, lib in ipairs { "Lua 5.4", "libcurl", "libpq", "libyaml", "cJSON" } do
+    for _, lib in ipairs { "Lua 5.4", "libcurl", "libpq", "libyaml", "cJSON", "readline" } do
       assert.matches(lib, out, 1, true)
     end
+    -- the first line says which build this is: static with musl, or dynamic with glibc
+    local kind, libc = out:match("^pgr [%d.]+ %((%a+), (%a+) [%d.]+%)\n")
+    assert.is_truthy(kind == "static" and libc == "musl" or kind == "dynamic" and libc == "glibc", out)
+    if kind == "static" then assert.matches("built from Debian 12 source packages", out, 1, true) end
   end)
 
   it("loads a module from PGR_PATH before the embedded copy", function()

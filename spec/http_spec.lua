@@ -146,6 +146,35 @@ describe("pgr.http", function()
     assert.equals(200, assert(http.request { url = tls_other .. "/echo", insecure = true }).status)
   end)
 
+  it("without a CA of its own trusts $CURL_CA_BUNDLE, $SSL_CERT_FILE, the site's ca_file, else the system's", function()
+    local PGR = os.getenv("PGR") or "pgr"
+    local get = ("%s -e 'local r, e = require(\"pgr.http\").request{url=\"%s/echo\"} "
+      .. "print(r and r.status or e.code .. \": \" .. e.message)'"):format(PGR, tls)
+    -- this machine's own bundle does not hold the test CA: refused
+    assert.matches("^tls: ", run("env -u SSL_CERT_FILE -u CURL_CA_BUNDLE " .. get))
+    assert.equals("200\n", run("env -u CURL_CA_BUNDLE SSL_CERT_FILE=" .. cert .. " " .. get))
+    assert.equals("200\n", run("env -u SSL_CERT_FILE CURL_CA_BUNDLE=" .. cert .. " " .. get))
+    -- a variable naming a missing file is an error naming it, not another trust store
+    local out = run("env -u CURL_CA_BUNDLE SSL_CERT_FILE=" .. dir .. "/none.pem " .. get)
+    assert.matches("^tls: GET https://127%.22%.2%.1:%d+: CA bundle " .. dir:gsub("%p", "%%%0")
+      .. "/none%.pem %(from %$SSL_CERT_FILE%) cannot be read", out)
+    -- the site file's ca_file, once the site is loaded
+    local site = dir .. "/site.lua"
+    local f = assert(io.open(site, "w"))
+    f:write(("return { ca_file = %q }\n"):format(cert))
+    f:close()
+    local with_site = ("env -u SSL_CERT_FILE -u CURL_CA_BUNDLE PGR_SITE=%s %s -e "
+      .. "'assert(require(\"pgr.site\").load()) print(require(\"pgr.http\").ca_bundle())'"):format(site, PGR)
+    assert.equals(cert .. "\n", run(with_site))
+    local set = ("env -u SSL_CERT_FILE -u CURL_CA_BUNDLE %s -e 'local http = require \"pgr.http\" "
+      .. "http.set_ca_file(%q) print(http.request{url=\"%s/echo\"}.status) http.set_ca_file(nil) "
+      .. "local _, e = http.request{url=\"%s/echo\"} print(e.code)'"):format(PGR, cert, tls, tls)
+    assert.equals("200\ntls\n", run(set))
+    -- the variables win over the site's file
+    assert.matches("^tls: ", run("env -u CURL_CA_BUNDLE SSL_CERT_FILE=/etc/hostname PGR_SITE=" .. site .. " "
+      .. get:gsub("%-e '", "-e 'require(\"pgr.site\").load() ")))
+  end)
+
   it("raises on misuse", function()
     assert.has_error(function() http.request {} end)
     assert.has_error(function() http.request { url = base, headers = { ["X"] = "a\r\nInjected: 1" } } end)

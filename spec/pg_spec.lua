@@ -386,3 +386,57 @@ describe("pgr.pg", function()
     end)
   end)
 end)
+
+-- sslmode=verify-ca/verify-full without sslrootcert: the CA bundle found as for HTTPS (cabundle.c:
+-- $CURL_CA_BUNDLE, $SSL_CERT_FILE, the site's ca_file, the system paths), not ~/.postgresql/root.crt.
+describe("pgr.pg TLS verification without sslrootcert", function()
+  local shell = require "support.shell"
+  local srv, dir
+  local PGR = os.getenv("PGR") or "pgr"
+  setup(function()
+    srv = pgserver.start { addr = "127.21.2.2" }
+    dir = shell.capture("mktemp -d /tmp/pgr-pgtls.XXXXXX"):gsub("%s+$", "")
+    local out, code = shell.capture(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem "
+      .. "-out cert.pem -days 2 -subj /CN=127.21.2.2 -addext subjectAltName=IP:127.21.2.2 && "
+      .. "chown postgres key.pem cert.pem && chmod 0600 key.pem && chmod 0755 %s"):format(dir, dir))
+    assert(code == 0, out)
+    local c = assert(pg.connect(srv.params))
+    assert(c:exec(("ALTER SYSTEM SET ssl_cert_file = '%s/cert.pem'"):format(dir)))
+    assert(c:exec(("ALTER SYSTEM SET ssl_key_file = '%s/key.pem'"):format(dir)))
+    assert(c:exec("ALTER SYSTEM SET ssl = on"))
+    assert(c:exec("SELECT pg_reload_conf()"))
+    c:close()
+  end)
+  teardown(function()
+    if srv then srv.stop() end
+    if dir then os.execute("rm -rf " .. dir) end
+  end)
+
+  -- a pgr child with the given environment connecting with sslmode=MODE; prints "ssl=true" or the error
+  local function connect(env, mode, extra)
+    local chunk = ("local c, e = require('pgr.pg').connect('host=127.21.2.2 port=%d user=postgres "
+      .. "password=%s dbname=postgres sslmode=%s %s') if not c then print(tostring(e)) return end "
+      .. "print('ssl=' .. tostring(c:query('select ssl from pg_stat_ssl where pid = pg_backend_pid()')[1].ssl))")
+      :format(srv.port, srv.password, mode, extra or "")
+    return (shell.capture(("env -u CURL_CA_BUNDLE -u SSL_CERT_FILE -u PGSSLROOTCERT HOME=%s %s %s -e %s")
+      :format(dir, env, PGR, shell.quote(chunk))))
+  end
+
+  it("verifies the server with $SSL_CERT_FILE's bundle", function()
+    for _ = 1, 100 do   -- the reload turns TLS on shortly after pg_reload_conf returns
+      if connect("", "require"):match("ssl=true") then break end
+      os.execute("sleep 0.1")
+    end
+    assert.equals("ssl=true\n", connect("SSL_CERT_FILE=" .. dir .. "/cert.pem", "verify-full"))
+    assert.equals("ssl=true\n", connect("CURL_CA_BUNDLE=" .. dir .. "/cert.pem", "verify-ca"))
+  end)
+
+  it("refuses a server the system's bundle does not vouch for, and names a missing bundle", function()
+    assert.matches("certificate verify failed", connect("", "verify-full"))
+    assert.matches("sslmode=verify%-full needs the CA of the server: CA bundle /nonexistent/ca%.pem "
+      .. "%(from %$SSL_CERT_FILE%) cannot be read", connect("SSL_CERT_FILE=/nonexistent/ca.pem", "verify-full"))
+    -- an sslrootcert given is used as it is
+    assert.equals("ssl=true\n", connect("SSL_CERT_FILE=/nonexistent/ca.pem", "verify-full",
+      "sslrootcert=" .. dir .. "/cert.pem"))
+  end)
+end)

@@ -37,6 +37,22 @@ describe("pgr.restore procedures", function()
     end)
   end
 
+  it("every service is built into the binary too, found last when no file has the name", function()
+    local dirs = runbook.service_dirs
+    runbook.service_dirs = function() return { "/nonexistent" } end
+    for _, svc in ipairs({ "spire", "keycloak", "vcs", "hsm", "sls" }) do
+      local path = assert(runbook.locate(svc))
+      assert.equals(runbook.BUILTIN .. svc, path)
+      local built_in = assert(runbook.load(path))
+      -- the very procedure of services/NAME.lua
+      assert.same(names(load(svc)), names(built_in))
+    end
+    runbook.service_dirs = dirs
+    assert.is_nil(runbook.locate("no-such-service"))
+    -- a file of the name wins over the built-in copy
+    assert.equals("services/spire.lua", runbook.locate("services/spire.lua"))
+  end)
+
   it("spire: the runbook's order, then Spire's own steps", function()
     local n = names(load("spire"))
     assert.equals(24, #n)

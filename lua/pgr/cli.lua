@@ -65,6 +65,7 @@ function M.usage()
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Environment: PGR_PATH (Lua modules that override the built-in ones), PGR_SITE (site"
   lines[#lines + 1] = "file, default /etc/pgr/site.lua), PGR_STATE_DIR (journals), NO_COLOR, KUBECONFIG."
+  lines[#lines + 1] = "CURL_CA_BUNDLE, SSL_CERT_FILE (the CA bundle of connections that name none)."
   return table.concat(lines, "\n")
 end
 

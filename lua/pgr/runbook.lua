@@ -11,7 +11,7 @@
 --            touches = "text" | fn(opts) -> text,   -- what it reads or changes (plan)
 --            check = fn(ctx) -> true if already done (optional idempotence probe; a read),
 --            run = fn(ctx) -> nothing | note string | nil, err  (an error raised also fails the step) }
--- runbook.locate(name) -> path | nil, err       a path, or a service name (services/NAME.lua)
+-- runbook.locate(name) -> path | nil, err       a path, or a service name (services/NAME.lua, else built in)
 -- runbook.load(path) -> proc | nil, err          a procedure file returns a procedure
 -- runbook.plan(proc [, opts]) -> lines           also printed through pgr.ui (and as --json events)
 -- runbook.run(proc, opts) -> exit code           opts: dry_run, yes, resume, new, json, quiet,
@@ -135,6 +135,9 @@ local function trusted(path)
   return nil, errors.new("procedure", ("refusing the procedure %s: %s"):format(path, err.message))
 end
 
+-- locate's name for a procedure built into the binary
+M.BUILTIN = "(built in)/"
+
 function M.locate(name)
   local function readable(p)
     local f = io.open(p, "r")
@@ -146,8 +149,10 @@ function M.locate(name)
       local p = d .. "/" .. name .. ".lua"
       if readable(p) then return trusted(p) end
     end
-    return nil, errors.new("procedure", ("no procedure %s in %s (give a path such as ./%s.lua to run a file of "
-      .. "your own)"):format(name, table.concat(dirs, ", "), name))
+    -- last, the copy built into the binary: a lone static pgr still knows the five services
+    if require("pgr.embedded").load("services." .. name) then return M.BUILTIN .. name end
+    return nil, errors.new("procedure", ("no procedure %s in %s or built into pgr (give a path such as ./%s.lua "
+      .. "to run a file of your own)"):format(name, table.concat(dirs, ", "), name))
   end
   if readable(name) then return trusted(name) end
   return nil, errors.new("procedure", ("no procedure file %s (give a path such as services/spire.lua, "
@@ -155,7 +160,12 @@ function M.locate(name)
 end
 
 function M.load(path)
-  local chunk, err = loadfile(path)
+  local chunk, err
+  if path:sub(1, #M.BUILTIN) == M.BUILTIN then
+    chunk, err = require("pgr.embedded").load("services." .. path:sub(#M.BUILTIN + 1))
+  else
+    chunk, err = loadfile(path)
+  end
   if not chunk then return nil, errors.new("procedure", tostring(err), { path = path }) end
   local ok, p = pcall(chunk)
   if not ok then return nil, errors.new("procedure", ("%s: %s"):format(path, tostring(p)), { path = path }) end

@@ -34,6 +34,8 @@
 --   safety_backup  pgr run's backup of the live cluster before its first destructive step: true (to S3
 --               when the site has an S3 endpoint and credentials, else the state directory's backups/),
 --               "s3", an absolute directory, or false (none: the run has no way back)
+--   ca_file     the CA bundle (PEM) for TLS peers that name no CA of their own, tried after
+--               $CURL_CA_BUNDLE and $SSL_CERT_FILE and before the system's (SUSE, RHEL, Debian) paths
 local errors = require "pgr.errors"
 
 local M = {}
@@ -109,7 +111,7 @@ end
 
 local KNOWN = { nodes = true, ssh = true, s3 = true, state_dir = true, kubeconfig = true,
                 context = true, keycloak = true, commands = true, restore_jobs = true, lease_seconds = true,
-                postgres = true, safety_backup = true }
+                postgres = true, safety_backup = true, ca_file = true }
 
 -- The fields of the sub-tables, checked as the top-level ones are: a misspelt key is an error that
 -- names it, never a setting silently ignored.
@@ -175,11 +177,11 @@ end
 local function validate(t, path)
   for k in pairs(t) do
     if not KNOWN[k] then
-      return fail(path, tostring(k), "is not a site field (known: commands, context, keycloak, kubeconfig, "
-        .. "lease_seconds, nodes, postgres, restore_jobs, s3, safety_backup, ssh, state_dir)")
+      return fail(path, tostring(k), "is not a site field (known: ca_file, commands, context, keycloak, "
+        .. "kubeconfig, lease_seconds, nodes, postgres, restore_jobs, s3, safety_backup, ssh, state_dir)")
     end
   end
-  for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context" }) do
+  for _, f in ipairs({ "nodes", "state_dir", "kubeconfig", "context", "ca_file" }) do
     local e = opt_type(t[f], "string")
     if e then return fail(path, f, e) end
   end
@@ -362,6 +364,8 @@ function M.load(path)
   if not valid then return nil, verr end
   local s = merge(M.defaults(), t)
   s.path = path
+  -- the site's CA bundle serves every TLS connection of this process that names none
+  require("pgr.http").set_ca_file(s.ca_file)
   return s
 end
 

@@ -5,7 +5,8 @@
 --   ui.configure{json=bool, quiet=bool, color=bool|nil, tty=bool|nil, width=n|nil}
 --       json:  events go to stdout as JSON lines (ui.json); human lines move to stderr.
 --       quiet: no progress bars, status lines or info lines (step lines and errors stay).
---       color/tty: force or forbid colour / terminal redrawing (default: detected; NO_COLOR honoured).
+--       color/tty: force or forbid colour / terminal redrawing (default: detected; NO_COLOR honoured;
+--       TERM unset, empty or "dumb" means no redrawing and no colour).
 --   ui.reset()                        back to the defaults (detected tty and colour)
 --   ui.set_output(fn) -> previous    fn(stream, text): stream is "out" or "err"; text has its newlines.
 --   ui.set_redactor(fn) -> previous  fn(text) -> text, applied to every line before it is written.
@@ -38,9 +39,16 @@ local last_plain_status = { text = nil, at = -math.huge }
 -- stream (stdout, or stderr when stdout carries JSON).
 local function human_stream() return cfg.json and "err" or "out" end
 
+-- A terminal that cannot move the cursor or colour (TERM unset, empty or "dumb": an Emacs shell, a
+-- serial console, ssh without -t) gets the plain lines a pipe gets.
+local function dumb_terminal()
+  local term = os.getenv("TERM")
+  return term == nil or term == "" or term == "dumb"
+end
+
 local function is_tty(stream)
   if cfg.tty ~= nil then return cfg.tty end
-  return sys.isatty(stream == "out" and "stdout" or "stderr")
+  return not dumb_terminal() and sys.isatty(stream == "out" and "stdout" or "stderr")
 end
 
 local function color_on(stream)

@@ -9,6 +9,7 @@ trap 'rm -rf "$dest"' EXIT
 n=0
 ok() { n=$((n + 1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n - $1"; fi; }
 sanitize=""; [ "${SANITIZE:-}" = 1 ] && sanitize="SANITIZE=1"
+[ "${STATIC:-}" = 1 ] && sanitize="STATIC=1"   # the static run installs the static binary
 make -s install DESTDIR="$dest" PREFIX=/usr $sanitize >"$dest/make.log" 2>&1
 ok "make install succeeds" '[ $? -eq 0 ] || { sed "s/^/# /" "$dest/make.log"; false; }'
 ok "the binary is installed executable" '[ -x "$dest/usr/bin/pgr" ]'

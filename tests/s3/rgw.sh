@@ -4,7 +4,9 @@
 #   rgw.sh start DIR [WATCH_PID]   prints S3_ENDPOINT=, S3_ACCESS_KEY=, S3_SECRET_KEY=, S3_REGION= lines;
 #                                  when WATCH_PID dies, the cluster is stopped (no stray daemons)
 #   rgw.sh stop DIR                stops the daemons started in DIR and removes DIR
-# Env: RGW_ADDR (default 127.22.0.1), RGW_MEMSTORE_BYTES (default 1 GiB; objects live in memory).
+# Env: RGW_ADDR (default 127.22.0.1), RGW_MEMSTORE_BYTES (default 1 GiB; objects live in memory),
+#      RGW_TLS_CERT and RGW_TLS_KEY (PEM files): radosgw also serves HTTPS with them (beast's own
+#      TLS) on another port, printed as S3_TLS_ENDPOINT=.
 set -eu
 cmd=${1:?usage: rgw.sh start|stop DIR [WATCH_PID]}
 dir=${2:?usage: rgw.sh start|stop DIR [WATCH_PID]}
@@ -66,6 +68,11 @@ mkdir -p "$dir"/{mon,osd,run,log}
 conf=$dir/ceph.conf
 mon_port=$(free_port)
 rgw_port=$(free_port)
+tls_port=$(free_port)
+tls=""
+if [ -n "${RGW_TLS_CERT:-}" ]; then
+  tls=" ssl_endpoint=$addr:$tls_port ssl_certificate=$RGW_TLS_CERT ssl_private_key=${RGW_TLS_KEY:?RGW_TLS_KEY too}"
+fi
 fsid=$(python3 -c 'import uuid; print(uuid.uuid4())')
 cat >"$conf" <<EOF
 [global]
@@ -93,7 +100,7 @@ mon max pg per osd = 1000
 ms bind ipv4 = true
 ms bind ipv6 = false
 [client.rgw]
-rgw frontends = beast endpoint=$addr:$rgw_port
+rgw frontends = beast endpoint=$addr:$rgw_port$tls
 rgw thread pool size = 64
 rgw enable usage log = false
 EOF
@@ -123,14 +130,16 @@ for attempt in 1 2 3; do
   for _ in $(seq 1 240); do
     if curl -s -o /dev/null --max-time 2 "http://$addr:$rgw_port/"; then up=1; break; fi
     # somebody took the port meanwhile: pick another and start again
-    if grep -q "failed to bind address $addr:$rgw_port" "$dir/log/client.rgw.log" 2>/dev/null; then break; fi
+    if grep -qE "failed to bind address $addr:($rgw_port|$tls_port)" "$dir/log/client.rgw.log" 2>/dev/null; then break; fi
     sleep 0.25
   done
   [ $up = 1 ] && break
   [ -f "$dir/run/client.rgw.pid" ] && kill "$(cat "$dir/run/client.rgw.pid")" 2>/dev/null || true
   sleep 0.5
   rgw_port=$(free_port)
-  sed -i "s/^rgw frontends = .*/rgw frontends = beast endpoint=$addr:$rgw_port/" "$conf"
+  tls_port=$(free_port)
+  [ -n "$tls" ] && tls=" ssl_endpoint=$addr:$tls_port ssl_certificate=$RGW_TLS_CERT ssl_private_key=$RGW_TLS_KEY"
+  sed -i "s|^rgw frontends = .*|rgw frontends = beast endpoint=$addr:$rgw_port$tls|" "$conf"
 done
 [ $up = 1 ] || fail "radosgw did not answer on $addr:$rgw_port within 60 s"
 timeout 30 radosgw-admin -c "$conf" -n client.admin user create --uid=pgr --display-name=pgr \
@@ -140,3 +149,5 @@ echo "S3_ENDPOINT=http://$addr:$rgw_port"
 echo "S3_ACCESS_KEY=$access"
 echo "S3_SECRET_KEY=$secret"
 echo "S3_REGION=us-east-1"
+[ -n "$tls" ] && echo "S3_TLS_ENDPOINT=https://$addr:$tls_port"
+exit 0

@@ -9,8 +9,9 @@ local M = {
   usage = "Usage: pgr plan FILE [--json]",
   help = [[
 FILE is a procedure: a path such as services/spire.lua, or a service name (spire, keycloak, vcs,
-hsm, sls) looked up in /etc/pgr/services and the installed share/pgr/services, never in the
-current directory. Its file must be owned by root or you and writable by no one else.
+hsm, sls) looked up in /etc/pgr/services and the installed share/pgr/services, else the copy
+built into pgr; never in the current directory. Its file must be owned by root or you and
+writable by no one else.
 
 Each step is printed with its number (the one `pgr run` shows and journals), whether it is a
 check (a preflight step: if it fails, nothing has been changed) or destructive (pgr run asks

@@ -67,8 +67,8 @@ M.MODULES = {
   repl = "the prompt itself (readline, history, completion)",
 }
 
--- help(): the helpers and the modules, one line each.
-function M.help()
+-- help() in the REPL (M.helpers; M.help is the command's --help text): the helpers and modules, one line each.
+function M.helpers()
   local lines = { "Helpers:" }
   for _, h in ipairs(M.HELPERS) do
     local name = h[1]:match("^[%w_]+")
@@ -118,7 +118,7 @@ end
 
 -- The helpers as globals, the k8s module's default client configured as the site says.
 function M.setup(env, site)
-  env.help = M.help
+  env.help = M.helpers
   env.service = require "pgr.service"
   if site then require("pgr.k8s").configure({ kubeconfig = site.kubeconfig, context = site.context }) end
   return env
