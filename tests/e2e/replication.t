@@ -103,6 +103,16 @@ until [ "$(status spire-postgres spire)" = SyncFailed ] || [ $SECONDS -ge $deadl
 is "...the operator's sync cannot log in meanwhile: SyncFailed" "$(status spire-postgres spire)" SyncFailed
 grep -q "spire.spire-postgres error while syncing cluster state: could not init db connection" "$SIM/kubesim.log"
 ok $? "...as the operator logs"
+# The SyncFailed must still stand when the resumed run looks: no more syncs every second (a sync after
+# the resumed secrets step would set Running first, and pgr would have nothing to detect). A failed
+# sync schedules the next one min(repair, resync) ahead: once one more has failed after this patch,
+# none runs for 10 min but the one the scale-out's update starts.
+failed_syncs() { grep -c "spire.spire-postgres error while syncing cluster state" "$SIM/kubesim.log"; }
+n=$(failed_syncs)
+kubectl patch configmap postgres-operator -n services --type merge -p '{"data":{"resync_period":"30m"}}' >/dev/null ||
+  bail "patch"
+deadline=$((SECONDS + 60))
+until [ "$(failed_syncs)" -gt "$n" ] || [ $SECONDS -ge $deadline ]; do sleep 0.3; done
 pgr_run services/spire.lua --resume --yes
 rc=$?
 is "--resume with the sync's SyncFailed standing: exit 0" "$rc" 0
