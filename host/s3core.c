@@ -65,10 +65,7 @@ struct pgr_s3_reader {
     atomic_int cancel;    /* the read-ahead is stopping: waits between resumes end */
 };
 
-static void s3err(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void s3err(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
+void pgr_s3_set_error(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
 {
     if (!err)
         return;
@@ -82,7 +79,7 @@ static void s3err(pgr_s3_error *err, const char *code, long status, const char *
 
 static void from_http(pgr_s3_error *err, const pgr_http_error *he)
 {
-    s3err(err, he->kind, 0, "%s", he->message);
+    pgr_s3_set_error(err, he->kind, 0, "%s", he->message);
 }
 
 static char *xstrdup(const char *s)
@@ -163,7 +160,7 @@ static int build(pgr_s3 *s, const char *method, const char *bucket, const char *
     goto done;
 oom:
     sreq_free(out);
-    s3err(err, "memory", 0, "out of memory building an S3 request");
+    pgr_s3_set_error(err, "memory", 0, "out of memory building an S3 request");
 done:
     free(ekey);
     free(ebucket);
@@ -348,30 +345,30 @@ static void response_error(pgr_s3 *s, long status, const char *body, size_t len,
     const char *src = s->source ? s->source : "explicit arguments";
     const char *c = x.code;
     if (!strcmp(c, "NoSuchKey"))
-        s3err(err, c, status, "%s not found (check the key; `pgr backups` lists what the bucket holds)", what);
+        pgr_s3_set_error(err, c, status, "%s not found (check the key; `pgr backups` lists what the bucket holds)", what);
     else if (!strcmp(c, "NoSuchBucket"))
-        s3err(err, c, status, "bucket %s does not exist at %s://%s (check the bucket name and the S3 endpoint)",
+        pgr_s3_set_error(err, c, status, "bucket %s does not exist at %s://%s (check the bucket name and the S3 endpoint)",
               bucket, s->scheme, s->authority);
     else if (!strcmp(c, "AccessDenied"))
-        s3err(err, c, status,
+        pgr_s3_set_error(err, c, status,
               "access denied: %s %s with access key %s (credentials from %s); check that this key may read "
               "the bucket",
               method, what, s->access, src);
     else if (!strcmp(c, "SignatureDoesNotMatch"))
-        s3err(err, c, status,
+        pgr_s3_set_error(err, c, status,
               "the server rejected the request signature for access key %s (credentials from %s): check the "
               "secret key, and the region (%s)",
               s->access, src, s->region);
     else if (!strcmp(c, "InvalidAccessKeyId"))
-        s3err(err, c, status, "access key %s is unknown to %s://%s (credentials from %s): check the access key",
+        pgr_s3_set_error(err, c, status, "access key %s is unknown to %s://%s (credentials from %s): check the access key",
               s->access, s->scheme, s->authority, src);
     else if (!strcmp(c, "RequestTimeTooSkewed"))
-        s3err(err, c, status, "%s %s: this machine's clock is too far from the server's: check NTP", method, what);
+        pgr_s3_set_error(err, c, status, "%s %s: this machine's clock is too far from the server's: check NTP", method, what);
     else if (!strcmp(c, "PreconditionFailed"))
-        s3err(err, "changed", status, "%s changed on the server during the download (ETag differs); start again",
+        pgr_s3_set_error(err, "changed", status, "%s changed on the server during the download (ETag differs); start again",
               what);
     else
-        s3err(err, c, status, "%s %s: HTTP %ld %s%s%s", method, what, status, c, x.message[0] ? ": " : "",
+        pgr_s3_set_error(err, c, status, "%s %s: HTTP %ld %s%s%s", method, what, status, c, x.message[0] ? ": " : "",
               x.message);
     xml_free(&x);
 }
@@ -408,12 +405,12 @@ void pgr_s3_free(pgr_s3 *s)
 pgr_s3 *pgr_s3_new(const pgr_s3_config *cfg, pgr_s3_error *err)
 {
     if (!cfg->endpoint || !cfg->access_key || !cfg->secret_key) {
-        s3err(err, "usage", 0, "S3 needs an endpoint, an access key and a secret key");
+        pgr_s3_set_error(err, "usage", 0, "S3 needs an endpoint, an access key and a secret key");
         return NULL;
     }
     const char *sep = strstr(cfg->endpoint, "://");
     if (!sep || (strncmp(cfg->endpoint, "http://", 7) != 0 && strncmp(cfg->endpoint, "https://", 8) != 0)) {
-        s3err(err, "usage", 0, "S3 endpoint must start with http:// or https:// (got %.200s)", cfg->endpoint);
+        pgr_s3_set_error(err, "usage", 0, "S3 endpoint must start with http:// or https:// (got %.200s)", cfg->endpoint);
         return NULL;
     }
     pgr_s3 *s = calloc(1, sizeof *s);
@@ -441,7 +438,7 @@ pgr_s3 *pgr_s3_new(const pgr_s3_config *cfg, pgr_s3_error *err)
         (cfg->session_token && !s->token))
         goto oom;
     if (!*s->authority) {
-        s3err(err, "usage", 0, "S3 endpoint %.200s has no host", cfg->endpoint);
+        pgr_s3_set_error(err, "usage", 0, "S3 endpoint %.200s has no host", cfg->endpoint);
         pgr_s3_free(s);
         return NULL;
     }
@@ -454,30 +451,30 @@ pgr_s3 *pgr_s3_new(const pgr_s3_config *cfg, pgr_s3_error *err)
     return s;
 oom:
     pgr_s3_free(s);
-    s3err(err, "memory", 0, "out of memory creating the S3 client");
+    pgr_s3_set_error(err, "memory", 0, "out of memory creating the S3 client");
     return NULL;
 }
 
-/* Performs a signed request, collecting the body. 0 with resp filled when the server answered
+/* Performs a signed request, collecting the body: from body/len, else pulled from rd (its payload
+ * unsigned), else none (PUT and POST send an empty one). 0 with resp filled when the server answered
  * 2xx; -1 with err otherwise. */
-static int simple(pgr_s3 *s, const char *method, const char *bucket, const char *key, const char *query,
-                  const void *body, size_t len, pgr_http_read_fn rd, void *rud, long long rsize,
-                  pgr_http_response *resp, pgr_s3_error *err)
+static int signed_request(pgr_s3 *s, const char *method, const char *bucket, const char *key, const char *query,
+                          const void *body, size_t len, pgr_http_read_fn rd, void *rud, long long rsize,
+                          int unsigned_payload, const char *const *extra, pgr_http_response *resp,
+                          pgr_s3_error *err)
 {
     char hash[65];
-    if (rd)
+    if (rd || unsigned_payload)
         snprintf(hash, sizeof hash, "UNSIGNED-PAYLOAD");
     else
         pgr_sigv4_sha256_hex(body ? body : "", body ? len : 0, hash);
     sreq rq;
-    if (build(s, method, bucket, key, query, hash, NULL, &rq, err) != 0)
+    if (build(s, method, bucket, key, query, hash, extra, &rq, err) != 0)
         return -1;
     pgr_http_request hr = { .method = method, .url = rq.url, .headers = rq.hdrs, .body = body,
-                            .body_len = len, .read = rd, .read_ud = rud, .read_size = rsize };
-    if (!body && !rd && (!strcmp(method, "PUT") || !strcmp(method, "POST"))) {
+                            .body_len = body ? len : 0, .read = rd, .read_ud = rud, .read_size = rsize };
+    if (!body && !rd && (!strcmp(method, "PUT") || !strcmp(method, "POST")))
         hr.body = "";
-        hr.body_len = 0;
-    }
     pgr_http_error he;
     int rc = pgr_http_perform(s->client, &hr, resp, &he);
     sreq_free(&rq);
@@ -492,6 +489,13 @@ static int simple(pgr_s3 *s, const char *method, const char *bucket, const char 
     return 0;
 }
 
+static int simple(pgr_s3 *s, const char *method, const char *bucket, const char *key, const char *query,
+                  const void *body, size_t len, pgr_http_read_fn rd, void *rud, long long rsize,
+                  pgr_http_response *resp, pgr_s3_error *err)
+{
+    return signed_request(s, method, bucket, key, query, body, len, rd, rud, rsize, 0, NULL, resp, err);
+}
+
 int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_fn fn, void *ud,
                 pgr_s3_error *err)
 {
@@ -499,7 +503,7 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
     char *eprefix = pgr_http_urlencode(prefix ? prefix : "", prefix ? strlen(prefix) : 0, 0);
     int rc = -1;
     if (!eprefix) {
-        s3err(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         return -1;
     }
     pgr_http_response resp;
@@ -515,7 +519,7 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
         if (!query || (token && !etoken)) {
             free(etoken);
             free(query);
-            s3err(err, "memory", 0, "out of memory");
+            pgr_s3_set_error(err, "memory", 0, "out of memory");
             break;
         }
         snprintf(query, qlen, "list-type=2%s%s%s%s", etoken ? "&continuation-token=" : "", etoken ? etoken : "",
@@ -530,13 +534,13 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
         x.ud = ud;
         x.after = last_key;
         if (xml_parse(&x, resp.body ? resp.body : "", resp.body_len) != 0) {
-            s3err(err, "bad_response", resp.status, "listing s3://%s (page %d): the server's XML did not parse",
+            pgr_s3_set_error(err, "bad_response", resp.status, "listing s3://%s (page %d): the server's XML did not parse",
                   bucket, page + 1);
             xml_free(&x);
             break;
         }
         if (x.out_of_order) {
-            s3err(err, "bad_response", resp.status,
+            pgr_s3_set_error(err, "bad_response", resp.status,
                   "listing s3://%s (page %d): a key does not come after %s: the server repeats or reorders "
                   "its listing (is the endpoint an S3 server?)", bucket, page + 1, last_key ? last_key : "the one before");
             xml_free(&x);
@@ -559,18 +563,18 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
             break;
         }
         if (!token) {
-            s3err(err, "bad_response", resp.status,
+            pgr_s3_set_error(err, "bad_response", resp.status,
                   "listing s3://%s: the page is truncated but has no continuation token", bucket);
             break;
         }
         if (repeated) {
-            s3err(err, "bad_response", resp.status,
+            pgr_s3_set_error(err, "bad_response", resp.status,
                   "listing s3://%s (page %d): the server sent the same continuation token again: the listing "
                   "would never end", bucket, page + 1);
             break;
         }
         if (empty && ++empty_pages > PGR_S3_LIST_MAX_EMPTY_PAGES) {
-            s3err(err, "bad_response", resp.status,
+            pgr_s3_set_error(err, "bad_response", resp.status,
                   "listing s3://%s: %d truncated pages in a row without a key: the listing would never end",
                   bucket, empty_pages);
             break;
@@ -636,7 +640,7 @@ int pgr_s3_put_file(pgr_s3 *s, const char *bucket, const char *key, const char *
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-        s3err(err, "io", 0, "cannot read %s: %s", path, strerror(errno));
+        pgr_s3_set_error(err, "io", 0, "cannot read %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -664,30 +668,8 @@ int pgr_s3_request(pgr_s3 *s, const char *method, const char *bucket, const char
                    const void *body, size_t len, int unsigned_payload, const char *const *extra,
                    pgr_http_response *resp, pgr_s3_error *err)
 {
-    char hash[65];
-    if (unsigned_payload)
-        snprintf(hash, sizeof hash, "UNSIGNED-PAYLOAD");
-    else
-        pgr_sigv4_sha256_hex(body ? body : "", body ? len : 0, hash);
-    sreq rq;
-    if (build(s, method, bucket, key, query, hash, extra, &rq, err) != 0)
-        return -1;
-    pgr_http_request hr = { .method = method, .url = rq.url, .headers = rq.hdrs, .body = body ? body : "",
-                            .body_len = body ? len : 0 };
-    if (!body && strcmp(method, "PUT") != 0 && strcmp(method, "POST") != 0)
-        hr.body = NULL;
-    pgr_http_error he;
-    int rc = pgr_http_perform(s->client, &hr, resp, &he);
-    sreq_free(&rq);
-    if (rc != 0) {
-        from_http(err, &he);
-        return -1;
-    }
-    if (resp->status < 200 || resp->status > 299) {
-        response_error(s, resp->status, resp->body, resp->body_len, method, bucket, key, err);
-        return -1;
-    }
-    return 0;
+    return signed_request(s, method, bucket, key, query, body, len, NULL, NULL, 0, unsigned_payload, extra, resp,
+                          err);
 }
 
 pgr_s3 *pgr_s3_clone(const pgr_s3 *s, pgr_s3_error *err)
@@ -695,7 +677,7 @@ pgr_s3 *pgr_s3_clone(const pgr_s3 *s, pgr_s3_error *err)
     size_t n = strlen(s->scheme) + strlen(s->authority) + 4;
     char *endpoint = malloc(n);
     if (!endpoint) {
-        s3err(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         return NULL;
     }
     snprintf(endpoint, n, "%s://%s", s->scheme, s->authority);
@@ -729,7 +711,7 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
     char range[64], quoted[140];
     const char *extra[5] = { NULL };
     if (r->ranged && r->offset >= r->size) {
-        s3err(err, "error", 0, "GET s3://%s/%s: empty range at byte %lld", r->bucket, r->key, r->offset);
+        pgr_s3_set_error(err, "error", 0, "GET s3://%s/%s: empty range at byte %lld", r->bucket, r->key, r->offset);
         return -1;
     }
     int nx = 0;
@@ -785,7 +767,7 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
             strip_quotes(et ? et : "", r->etag, sizeof r->etag);
         }
         if (st != 200) {
-            s3err(err, "bad_response", st, "GET s3://%s/%s: expected 200, got %ld", r->bucket, r->key, st);
+            pgr_s3_set_error(err, "bad_response", st, "GET s3://%s/%s: expected 200, got %ld", r->bucket, r->key, st);
             reader_drop(r);
             return -1;
         }
@@ -793,7 +775,7 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
         const char *cr = pgr_http_response_header(&r->resp, "Content-Range");
         long long start = -1;
         if (st != 206 || !cr || sscanf(cr, "bytes %lld-", &start) != 1 || start != r->offset) {
-            s3err(err, "bad_response", st,
+            pgr_s3_set_error(err, "bad_response", st,
                   "GET s3://%s/%s: resuming at byte %lld, the server answered %ld (%s) instead of that range",
                   r->bucket, r->key, r->offset, st, cr ? cr : "no Content-Range");
             reader_drop(r); /* its body is not those bytes: none of it may be read */
@@ -825,7 +807,7 @@ pgr_s3_reader *pgr_s3_open(pgr_s3 *s, const char *bucket, const char *key, int m
     pgr_s3_reader *r = calloc(1, sizeof *r);
     if (!r || !(r->bucket = strdup(bucket)) || !(r->key = strdup(key)) || !(r->md5 = EVP_MD_CTX_new()) ||
         !EVP_DigestInit_ex(r->md5, EVP_md5(), NULL)) {
-        s3err(err, "memory", 0, "out of memory opening s3://%s/%s", bucket, key);
+        pgr_s3_set_error(err, "memory", 0, "out of memory opening s3://%s/%s", bucket, key);
         pgr_s3_reader_close(r);
         return NULL;
     }
@@ -839,7 +821,7 @@ pgr_s3_reader *pgr_s3_open_range(const pgr_s3_reader *like, long long start, lon
 {
     pgr_s3_reader *r = calloc(1, sizeof *r);
     if (!r || !(r->bucket = strdup(like->bucket)) || !(r->key = strdup(like->key))) {
-        s3err(err, "memory", 0, "out of memory opening s3://%s/%s", like->bucket, like->key);
+        pgr_s3_set_error(err, "memory", 0, "out of memory opening s3://%s/%s", like->bucket, like->key);
         pgr_s3_reader_close(r);
         return NULL;
     }
@@ -862,7 +844,7 @@ pgr_s3_reader *pgr_s3_open_bytes(pgr_s3 *s, const char *bucket, const char *key,
 {
     pgr_s3_reader *r = calloc(1, sizeof *r);
     if (!r || !(r->bucket = strdup(bucket)) || !(r->key = strdup(key))) {
-        s3err(err, "memory", 0, "out of memory opening s3://%s/%s", bucket, key);
+        pgr_s3_set_error(err, "memory", 0, "out of memory opening s3://%s/%s", bucket, key);
         pgr_s3_reader_close(r);
         return NULL;
     }
@@ -905,7 +887,7 @@ static int check_md5(pgr_s3_reader *r, EVP_MD_CTX *ctx, int *checked, pgr_s3_err
         for (int i = 0; i < 16; i++)
             snprintf(hex + 2 * i, 3, "%02x", md[i]);
         if (strcasecmp(hex, r->etag) != 0) {
-            s3err(err, "md5_mismatch", 0, "s3://%s/%s: the bytes received have MD5 %s, the object's ETag is %s",
+            pgr_s3_set_error(err, "md5_mismatch", 0, "s3://%s/%s: the bytes received have MD5 %s, the object's ETag is %s",
                   r->bucket, r->key, hex, r->etag);
             return -1;
         }
@@ -918,7 +900,7 @@ static int finish(pgr_s3_reader *r, pgr_s3_error *err)
 {
     r->finished = 1;
     if (r->size >= 0 && r->offset != r->size) {
-        s3err(err, "size_mismatch", 0, "s3://%s/%s: received %lld bytes, the object has %lld", r->bucket, r->key,
+        pgr_s3_set_error(err, "size_mismatch", 0, "s3://%s/%s: received %lld bytes, the object has %lld", r->bucket, r->key,
               r->offset, r->size);
         return -1;
     }
@@ -956,7 +938,7 @@ static long fetch(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
         if (n < 0)
             from_http(err, &he);
         else
-            s3err(err, "transfer", 0, "GET s3://%s/%s: the body ended at byte %lld of %lld", r->bucket, r->key,
+            pgr_s3_set_error(err, "transfer", 0, "GET s3://%s/%s: the body ended at byte %lld of %lld", r->bucket, r->key,
                   r->offset, r->size);
         reader_drop(r);
         while (transient && r->resumes < r->max_resumes) {
@@ -1001,7 +983,7 @@ int pgr_s3_reader_readahead(pgr_s3_reader *r, size_t bytes, pgr_s3_error *err)
     r->delivered = r->offset;
     r->ra_size = bytes;
     if (!(r->ra = pgr_readahead_start(bytes, ra_fill, ra_interrupt, r))) {
-        s3err(err, "error", 0, "s3://%s/%s: cannot start the read-ahead thread", r->bucket, r->key);
+        pgr_s3_set_error(err, "error", 0, "s3://%s/%s: cannot start the read-ahead thread", r->bucket, r->key);
         return -1;
     }
     return 0;
@@ -1167,7 +1149,7 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
         if (!(q.buf[i] = malloc(READ_BUFFER)))
             oom = 1;
     if (oom || !(q.md5 = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(q.md5, EVP_md5(), NULL)) {
-        s3err(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         goto out;
     }
     snprintf(tmp, tlen, "%s.part-%ld", path, (long)getpid());
@@ -1178,7 +1160,7 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     unlink(tmp);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        s3err(err, "io", 0, "cannot create %s: %s", tmp, strerror(errno));
+        pgr_s3_set_error(err, "io", 0, "cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
     q.fd = fd;
@@ -1192,7 +1174,7 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
             break;
     int ok = nthreads == want;
     if (!ok) {
-        s3err(err, "error", 0, "cannot start the download threads");
+        pgr_s3_set_error(err, "error", 0, "cannot start the download threads");
         q.failed = 1; /* the started ones drain nothing and leave */
     }
     while (ok) {
@@ -1220,7 +1202,7 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
             pthread_cond_broadcast(&q.cv_fill);
         pthread_mutex_unlock(&q.mu);
         if (progress && progress(ud, r) != 0) {
-            s3err(err, "aborted", 0, "download of s3://%s/%s stopped at byte %lld", bucket, key, r->offset);
+            pgr_s3_set_error(err, "aborted", 0, "download of s3://%s/%s stopped at byte %lld", bucket, key, r->offset);
             ok = 0;
             break;
         }
@@ -1234,7 +1216,7 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     if (!ok)
         goto fail;
     if (q.failed) {
-        s3err(err, "io", 0, "writing %s: %s", tmp, strerror(q.err_no));
+        pgr_s3_set_error(err, "io", 0, "writing %s: %s", tmp, strerror(q.err_no));
         goto fail;
     }
     int checked = 0;
@@ -1243,12 +1225,12 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     r->md5_checked = checked;
     if (fsync(fd) != 0 || close(fd) != 0) {
         fd = -1;
-        s3err(err, "io", 0, "writing %s: %s", tmp, strerror(errno));
+        pgr_s3_set_error(err, "io", 0, "writing %s: %s", tmp, strerror(errno));
         goto fail;
     }
     fd = -1;
     if (rename(tmp, path) != 0) {
-        s3err(err, "io", 0, "renaming %s to %s: %s", tmp, path, strerror(errno));
+        pgr_s3_set_error(err, "io", 0, "renaming %s to %s: %s", tmp, path, strerror(errno));
         goto fail;
     }
     /* the rename itself must survive a crash */

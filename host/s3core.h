@@ -30,6 +30,10 @@ typedef struct {
     char message[1024]; /* what happened and what to check; never the secret */
 } pgr_s3_error;
 
+/* Fills err (when not NULL): S3's or pgr's error code, the HTTP status (0 when none), the message. */
+void pgr_s3_set_error(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 typedef struct {
     const char *key;
     long long size;

@@ -7,7 +7,6 @@
 #include <expat.h>
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,20 +52,6 @@ struct pgr_s3_upload {
     int completed, aborted;
 };
 
-static void uerr(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void uerr(pgr_s3_error *err, const char *code, long status, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    snprintf(err->code, sizeof err->code, "%s", code);
-    err->status = status;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-}
 
 /* Failures worth another try: the connection's, the server's (5xx, 429, SlowDown), a part that
  * arrived damaged (BadDigest). */
@@ -194,7 +179,7 @@ static int send_part(pgr_s3_upload *u, const char *data, size_t len, int number,
     unsigned int mdlen = 0;
     char md5b64[32], md5hex[33];
     if (EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL) != 1 || mdlen != 16) {
-        uerr(err, "error", 0, "part %d of s3://%s/%s: MD5 unavailable", number, u->bucket, u->key);
+        pgr_s3_set_error(err, "error", 0, "part %d of s3://%s/%s: MD5 unavailable", number, u->bucket, u->key);
         return -1;
     }
     md5b64[pgr_b64_encode(md, 16, md5b64, 0)] = 0;
@@ -202,7 +187,7 @@ static int send_part(pgr_s3_upload *u, const char *data, size_t len, int number,
         snprintf(md5hex + 2 * i, 3, "%02x", md[i]);
     char *query = upload_query(u->id, number);
     if (!query) {
-        uerr(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         return -1;
     }
     const char *extra[] = { "Content-MD5", md5b64, NULL };
@@ -227,7 +212,7 @@ static int send_part(pgr_s3_upload *u, const char *data, size_t len, int number,
             pgr_http_response_free(&resp);
             /* a single part's ETag is its MD5: a different one means the bytes changed on the way */
             if (strlen(etag) == 32 && strcasecmp(etag, md5hex) != 0) {
-                uerr(err, "md5_mismatch", 200, "part %d of s3://%s/%s: the server stored ETag %s for MD5 %s",
+                pgr_s3_set_error(err, "md5_mismatch", 200, "part %d of s3://%s/%s: the server stored ETag %s for MD5 %s",
                      number, u->bucket, u->key, etag, md5hex);
                 memcpy(&e, err, sizeof e);
                 if (attempt < u->attempts)
@@ -243,7 +228,7 @@ static int send_part(pgr_s3_upload *u, const char *data, size_t len, int number,
             break;
     }
     if (rc != 0 && u->cancel && err->code[0] == 0)
-        uerr(err, "cancelled", 0, "the upload of s3://%s/%s was stopped", u->bucket, u->key);
+        pgr_s3_set_error(err, "cancelled", 0, "the upload of s3://%s/%s was stopped", u->bucket, u->key);
     free(query);
     return rc;
 }
@@ -274,7 +259,7 @@ static void *worker(void *arg)
                 part *p = realloc(u->parts, cap * sizeof *p);
                 if (!p) {
                     u->failed = 1;
-                    uerr(&u->werr, "memory", 0, "out of memory");
+                    pgr_s3_set_error(&u->werr, "memory", 0, "out of memory");
                 } else {
                     u->parts = p;
                     u->parts_cap = cap;
@@ -315,17 +300,23 @@ static int ensure_buffer(pgr_s3_upload *u, int b, size_t size)
     return 0;
 }
 
+/* Stops the part worker (its retries end at once) and waits for it; nothing when none runs. */
+static void stop_worker(pgr_s3_upload *u)
+{
+    if (!u->th_started)
+        return;
+    pthread_mutex_lock(&u->mu);
+    u->stop = 1;
+    u->cancel = 1;
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    pthread_join(u->th, NULL);
+    u->th_started = 0;
+}
+
 static void free_upload(pgr_s3_upload *u)
 {
-    if (u->th_started) {
-        pthread_mutex_lock(&u->mu);
-        u->stop = 1;
-        u->cancel = 1;
-        pthread_cond_broadcast(&u->cv);
-        pthread_mutex_unlock(&u->mu);
-        pthread_join(u->th, NULL);
-        u->th_started = 0;
-    }
+    stop_worker(u);
     pthread_mutex_destroy(&u->mu);
     pthread_cond_destroy(&u->cv);
     pgr_s3_free(u->ws);
@@ -344,7 +335,7 @@ pgr_s3_upload *pgr_s3_upload_open(pgr_s3 *s, const char *bucket, const char *key
 {
     pgr_s3_upload *u = calloc(1, sizeof *u);
     if (!u) {
-        uerr(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&u->mu, NULL);
@@ -359,7 +350,7 @@ pgr_s3_upload *pgr_s3_upload_open(pgr_s3 *s, const char *bucket, const char *key
         u->first_part = MIN_PART;
     u->next_part = 1;
     if (!u->bucket || !u->key || !u->content_type || ensure_buffer(u, 0, part_size_for(u, 1)) != 0) {
-        uerr(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         free_upload(u);
         return NULL;
     }
@@ -379,11 +370,11 @@ pgr_s3_upload *pgr_s3_upload_open(pgr_s3 *s, const char *bucket, const char *key
             char id[1024];
             xq q;
             if (xml_find(resp.body, resp.body_len, "UploadId", id, sizeof id, &q) != 0 || !id[0]) {
-                uerr(err, "bad_response", resp.status, "s3://%s/%s: the server's answer to CreateMultipartUpload "
+                pgr_s3_set_error(err, "bad_response", resp.status, "s3://%s/%s: the server's answer to CreateMultipartUpload "
                      "holds no UploadId", bucket, key);
                 rc = -1;
             } else if (!(u->id = strdup(id))) {
-                uerr(err, "memory", 0, "out of memory");
+                pgr_s3_set_error(err, "memory", 0, "out of memory");
                 rc = -1;
             }
             pgr_http_response_free(&resp);
@@ -398,7 +389,7 @@ pgr_s3_upload *pgr_s3_upload_open(pgr_s3 *s, const char *bucket, const char *key
         return NULL;
     }
     if (pthread_create(&u->th, NULL, worker, u) != 0) {
-        uerr(err, "error", 0, "cannot start the upload's thread");
+        pgr_s3_set_error(err, "error", 0, "cannot start the upload's thread");
         pgr_s3_upload_abort(u, NULL);
         free_upload(u);
         return NULL;
@@ -411,7 +402,7 @@ pgr_s3_upload *pgr_s3_upload_open(pgr_s3 *s, const char *bucket, const char *key
 static int hand_over(pgr_s3_upload *u, pgr_s3_error *err)
 {
     if (u->next_part > MAX_PARTS) {
-        uerr(err, "too_large", 0, "s3://%s/%s: more than %d parts", u->bucket, u->key, MAX_PARTS);
+        pgr_s3_set_error(err, "too_large", 0, "s3://%s/%s: more than %d parts", u->bucket, u->key, MAX_PARTS);
         return -1;
     }
     pthread_mutex_lock(&u->mu);
@@ -432,7 +423,7 @@ static int hand_over(pgr_s3_upload *u, pgr_s3_error *err)
     u->fill ^= 1;
     u->len[u->fill] = 0;
     if (ensure_buffer(u, u->fill, part_size_for(u, u->next_part)) != 0) {
-        uerr(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         return -1;
     }
     return 0;
@@ -441,7 +432,7 @@ static int hand_over(pgr_s3_upload *u, pgr_s3_error *err)
 int pgr_s3_upload_write(pgr_s3_upload *u, const void *data, size_t len, pgr_s3_error *err)
 {
     if (u->completed || u->aborted) {
-        uerr(err, "usage", 0, "s3://%s/%s: the upload is over", u->bucket, u->key);
+        pgr_s3_set_error(err, "usage", 0, "s3://%s/%s: the upload is over", u->bucket, u->key);
         return -1;
     }
     const char *p = data;
@@ -506,7 +497,7 @@ static int on_head(void *ud, const pgr_s3_object *o)
 int pgr_s3_upload_finish(pgr_s3_upload *u, pgr_s3_upload_result *res, pgr_s3_error *err)
 {
     if (u->completed || u->aborted) {
-        uerr(err, "usage", 0, "s3://%s/%s: the upload is over", u->bucket, u->key);
+        pgr_s3_set_error(err, "usage", 0, "s3://%s/%s: the upload is over", u->bucket, u->key);
         return -1;
     }
     /* the last part; an empty object still needs one */
@@ -530,7 +521,7 @@ int pgr_s3_upload_finish(pgr_s3_upload *u, pgr_s3_upload_result *res, pgr_s3_err
     if (!body || !query) {
         free(body);
         free(query);
-        uerr(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         goto fail;
     }
     const char *extra[] = { "Content-Type", "application/xml", NULL };
@@ -549,7 +540,7 @@ int pgr_s3_upload_finish(pgr_s3_upload *u, pgr_s3_upload_result *res, pgr_s3_err
             xq q;
             int found = xml_find(resp.body, resp.body_len, "ETag", etag, sizeof etag, &q);
             if (!strcmp(q.root, "Error")) {
-                uerr(err, q.code[0] ? q.code : "InternalError", 200, "s3://%s/%s: CompleteMultipartUpload failed: %s",
+                pgr_s3_set_error(err, q.code[0] ? q.code : "InternalError", 200, "s3://%s/%s: CompleteMultipartUpload failed: %s",
                      u->bucket, u->key, q.code[0] ? q.code : "an error document");
                 rc = -1;
             } else if (found != 0) {
@@ -588,7 +579,7 @@ int pgr_s3_upload_finish(pgr_s3_upload *u, pgr_s3_upload_result *res, pgr_s3_err
     if (pgr_s3_head(u->s, u->bucket, u->key, on_head, &h, &he) != 0 || !h.seen || h.size != u->bytes) {
         if (err) {
             if (h.seen)
-                uerr(err, "size_mismatch", 0, "s3://%s/%s holds %lld bytes after the upload of %lld; it was deleted",
+                pgr_s3_set_error(err, "size_mismatch", 0, "s3://%s/%s holds %lld bytes after the upload of %lld; it was deleted",
                      u->bucket, u->key, h.size, u->bytes);
             else
                 *err = he;
@@ -620,7 +611,7 @@ int pgr_s3_abort_upload(pgr_s3 *s, const char *bucket, const char *key, const ch
 {
     char *query = upload_query(upload_id, 0);
     if (!query) {
-        uerr(err, "memory", 0, "out of memory");
+        pgr_s3_set_error(err, "memory", 0, "out of memory");
         return -1;
     }
     int rc = -1;
@@ -646,15 +637,7 @@ int pgr_s3_abort_upload(pgr_s3 *s, const char *bucket, const char *key, const ch
 
 int pgr_s3_upload_abort(pgr_s3_upload *u, pgr_s3_error *err)
 {
-    if (u->th_started) {
-        pthread_mutex_lock(&u->mu);
-        u->stop = 1;
-        u->cancel = 1;
-        pthread_cond_broadcast(&u->cv);
-        pthread_mutex_unlock(&u->mu);
-        pthread_join(u->th, NULL);
-        u->th_started = 0;
-    }
+    stop_worker(u);
     if (u->completed || u->aborted || !u->id)
         return 0;
     u->aborted = 1;

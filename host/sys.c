@@ -427,13 +427,11 @@ static int sys_versions(lua_State *L)
 
 /* trusted(path [, "file"|"dir"]) -> true | nil, err (code "untrusted", or "io" when it cannot be
  * read): whether code or configuration may be loaded from path (host/trust.h) */
-static int sys_trusted(lua_State *L)
+/* A trust check's answer to Lua: true, or nil and an error ("untrusted" when the path is not one
+ * pgr may trust, "io" when it could not be read) carrying the errno. */
+static int trust_result(lua_State *L, int rc, const char *why)
 {
-    static const char *const kinds[] = { "file", "dir", NULL };
-    const char *path = luaL_checkstring(L, 1);
-    int kind = luaL_checkoption(L, 2, "file", kinds) == 1 ? PGR_TRUST_DIR : PGR_TRUST_FILE;
-    char why[1024];
-    if (pgr_trust_path(path, kind, why, sizeof why) == -1) {
+    if (rc == -1) {
         int e = errno;
         lua_pushnil(L);
         pgr_push_error(L, e == EPERM ? "untrusted" : "io", "%s", why);
@@ -445,22 +443,22 @@ static int sys_trusted(lua_State *L)
     return 1;
 }
 
+static int sys_trusted(lua_State *L)
+{
+    static const char *const kinds[] = { "file", "dir", NULL };
+    const char *path = luaL_checkstring(L, 1);
+    int kind = luaL_checkoption(L, 2, "file", kinds) == 1 ? PGR_TRUST_DIR : PGR_TRUST_FILE;
+    char why[1024];
+    return trust_result(L, pgr_trust_path(path, kind, why, sizeof why), why);
+}
+
 /* private_dir(path) -> true | nil, err: a directory of the effective user's own, mode 0700, not a
  * symbolic link (the state directory, runs/, locks/) */
 static int sys_private_dir(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     char why[1024];
-    if (pgr_trust_private_dir(path, why, sizeof why) == -1) {
-        int e = errno;
-        lua_pushnil(L);
-        pgr_push_error(L, e == EPERM ? "untrusted" : "io", "%s", why);
-        lua_pushinteger(L, e);
-        lua_setfield(L, -2, "errno");
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return trust_result(L, pgr_trust_private_dir(path, why, sizeof why), why);
 }
 
 /* core_dumps() -> dumpable (bool), the core size limit (soft): pgr sets false, 0 at start */

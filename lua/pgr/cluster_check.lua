@@ -42,14 +42,8 @@ local function fail(code, fmt, ...)
   return nil, errors.new(code, fmt:format(...))
 end
 
-local function field(t, ...)
-  for _, k in ipairs({ ... }) do
-    if type(t) ~= "table" then return nil end
-    t = t[k]
-  end
-  if t == json.null then return nil end
-  return t
-end
+-- obj.a.b... of decoded JSON, nil where a level is missing or null
+local field = require("pgr.k8s").field
 
 local function selector(svc, role)
   local s = "application=spilo,cluster-name=" .. svc.cluster

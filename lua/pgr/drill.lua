@@ -72,7 +72,7 @@ local function fail(code, fmt, ...)
   return nil, errors.new(code, fmt:format(...))
 end
 
-local function field(t, ...) return k8s.field(t, ...) end
+local field = k8s.field
 
 local function err_text(e)
   if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then return tostring(e) end

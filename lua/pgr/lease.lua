@@ -125,9 +125,7 @@ end
 
 -- The lease object --------------------------------------------------------------------------------
 
-local function field(t, ...)
-  return k8s.field(t, ...)
-end
+local field = k8s.field
 
 local function holder_of(obj)
   local id = field(obj, "spec", "holderIdentity")

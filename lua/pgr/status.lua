@@ -39,14 +39,8 @@ local RANK = { healthy = 0, degraded = 1, unknown = 2, down = 3 }
 
 local NULL = json.null
 
-local function field(t, ...)
-  for _, k in ipairs({ ... }) do
-    if type(t) ~= "table" or t == NULL then return nil end
-    t = t[k]
-  end
-  if t == NULL then return nil end
-  return t
-end
+-- obj.a.b... of decoded JSON, nil where a level is missing or null
+local field = require("pgr.k8s").field
 M.field = field
 
 local function array(t) return json.array(t or {}) end
