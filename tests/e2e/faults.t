@@ -35,7 +35,7 @@ ok $? "the failing step is named"
 grep -q "continue with: pgr run services/spire.lua --resume" "$E2E/out"; ok $? "the --resume command is printed"
 is "spire-postgres was not touched (its step had not come)" "$(instances spire-postgres spire)" 3
 run=$(newest_run)
-is "the journal records the failed step" "$(jq -r 'select(.event == "step_failed") | .step' "$run/journal.jsonl")" 9
+is "the journal records the failed step" "$(jq -r 'select(.event == "step_failed") | .step' "$run/journal.jsonl")" "$(step_no spire "Scale spire-server to 0")"
 "$KS" admin "$SIM" '{"op":"clear_faults"}' >/dev/null
 pgr_run services/spire.lua --resume --yes
 rc=$?
