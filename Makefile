@@ -3,6 +3,8 @@
 # `make test SANITIZE=1` does the same with AddressSanitizer + UBSan in build/asan.
 
 PREFIX  ?= /usr/local
+# suites run side by side by `make test` (tests/run): they mostly wait on their servers
+JOBS    ?= 1
 DESTDIR ?=
 VERSION := 0.1.0
 
@@ -105,7 +107,7 @@ $(BUILD):
 
 test: deps
 	$(MAKE) --no-print-directory all unit
-	PGR=$(abspath $(PGR)) UNIT_DIR=$(abspath $(BUILD)/unit) SANITIZE=$(SANITIZE) tests/run $(SUITES)
+	PGR=$(abspath $(PGR)) UNIT_DIR=$(abspath $(BUILD)/unit) SANITIZE=$(SANITIZE) JOBS=$(JOBS) tests/run $(SUITES)
 
 # make test with the kill/resume matrix of all five services (make test runs Spire's and SLS's)
 test-long:
