@@ -2,6 +2,9 @@
 # `make` builds ./pgr; `make test` installs missing Debian packages, builds and runs every suite;
 # `make test SANITIZE=1` does the same with AddressSanitizer + UBSan in build/asan.
 
+# the first rule below is the static build's; a bare `make` must still build ./pgr
+.DEFAULT_GOAL := all
+
 PREFIX  ?= /usr/local
 # suites run side by side by `make test` (tests/run): they mostly wait on their servers
 JOBS    ?= 1

@@ -5,13 +5,22 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 static lua_State *global_L;
 
-/* Ctrl-C: stop the running Lua code at the next instruction, as lua.c does. */
+/* Ctrl-C: stop the running Lua code at the next instruction, as lua.c does. Unlike lua.c, the
+ * handler stays: what pgr does on the way out (deleting a drill's scratch cluster, journaling the
+ * step) must not die of a second SIGINT, and one Ctrl-C can arrive twice (timeout(1) sends its
+ * signal to the child and again to its process group). The second is ignored, with a word; the
+ * third stops pgr at once, by the signal, as the default action would. */
+static volatile sig_atomic_t sigint_count;
+
 static void lstop(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -19,10 +28,33 @@ static void lstop(lua_State *L, lua_Debug *ar)
     luaL_error(L, "interrupted!");
 }
 
+static void say(const char *msg)
+{
+    size_t n = strlen(msg);
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, msg, n);
+        if (w <= 0)
+            return;
+        msg += w;
+        n -= (size_t)w;
+    }
+}
+
 static void on_sigint(int sig)
 {
-    signal(sig, SIG_DFL);
-    lua_sethook(global_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    int saved = errno;
+    int n = sigint_count < 3 ? ++sigint_count : 3;
+    if (n == 1) {
+        lua_sethook(global_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    } else if (n == 2) {
+        say("\npgr: interrupted; cleaning up before it stops (Ctrl-C again to stop at once, leaving "
+            "what the clean-up has not undone)\n");
+    } else {
+        say("\npgr: stopped at once, without cleaning up\n");
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    errno = saved;
 }
 
 static int msghandler(lua_State *L)
@@ -57,7 +89,12 @@ static int pmain(lua_State *L)
         lua_pushstring(L, argv[i]);
         lua_rawseti(L, -2, i);
     }
-    signal(SIGINT, on_sigint);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
     int status = lua_pcall(L, 1, 1, base);
     signal(SIGINT, SIG_DFL);
     if (status != LUA_OK)

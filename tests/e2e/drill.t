@@ -139,7 +139,9 @@ kill -INT "$DPID"
 wait "$DPID"
 is "Ctrl-C: exit 130" "$?" 130
 grep -q "INTERRUPTED" "$E2E/int.out" && grep -q "ok   Delete the scratch cluster" "$E2E/int.out"
-ok $? "Ctrl-C: the report says interrupted, and the scratch cluster was deleted"
+rc=$?
+ok $rc "Ctrl-C: the report says interrupted, and the scratch cluster was deleted"
+[ $rc = 0 ] || sed 's/^/# /' "$E2E/int.out" | tail -30
 is "Ctrl-C: nothing of the scratch cluster is left" "$(leftovers)" 0
 
 # 6. kill -9 once the scratch cluster runs: it stays behind, and the next drill removes it first

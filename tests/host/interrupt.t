@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Ctrl-C (SIGINT): the first stops the Lua code where it is, with the "interrupted!" error the
+# commands turn into their clean-up and exit 130; a second, arriving while that clean-up runs, is
+# ignored with a word (timeout(1) delivers one Ctrl-C twice: to the child, then to its process
+# group); a third stops pgr at once, by the signal. Every wait here is for an event (a line in
+# the output, a file), never for a time.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+PGR=${PGR:-$root/pgr}
+T=$(mktemp -d /tmp/pgr-int.XXXXXX)
+PID=
+trap '[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$T"' EXIT
+n=0
+ok() { n=$((n + 1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n - $1"; sed 's/^/# | /' "$T/out" 2>/dev/null; fi; }
+# until FILE holds REGEX (or the process is gone: then it will never come)
+wait_line() {
+  while ! grep -qE -- "$2" "$1" 2>/dev/null; do
+    kill -0 "$PID" 2>/dev/null || { grep -qE -- "$2" "$1" 2>/dev/null; return; }
+    sleep 0.02
+  done
+}
+
+# The chunk: waits in a loop; on the interrupt it prints what it caught, then "cleans up" until
+# the file $T/go exists, and exits 7 (not 130: the shell reports a death by SIGINT as 130 too).
+cat > "$T/chunk.lua" <<'LUA'
+local sys = require("pgr.sys")
+local go = arg[1]
+io.stdout:setvbuf("line")
+print("ready")
+local ok, e = pcall(function() while true do sys.sleep(0.01) end end)
+print("caught: " .. tostring(e))
+while not io.open(go) do sys.sleep(0.01) end
+print("cleaned up")
+os.exit(7)
+LUA
+
+# 1. one Ctrl-C: the code is stopped with "interrupted!", its clean-up runs to the end
+rm -f "$T/go"
+"$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
+PID=$!
+wait_line "$T/out" '^ready$'
+kill -INT "$PID"
+wait_line "$T/out" '^caught: '
+touch "$T/go"
+wait "$PID"; rc=$?; PID=
+ok "one SIGINT: the Lua code gets the interrupted! error" 'grep -q "^caught: .*interrupted!" "$T/out"'
+ok "one SIGINT: the clean-up ran to its end (exit 7, not killed)" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
+
+# 2. a second SIGINT during the clean-up does not stop it; pgr says so
+rm -f "$T/go"
+"$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
+PID=$!
+wait_line "$T/out" '^ready$'
+kill -INT "$PID"
+wait_line "$T/out" '^caught: '
+kill -INT "$PID"
+wait_line "$T/out" 'cleaning up before it stops'
+touch "$T/go"
+wait "$PID"; rc=$?; PID=
+ok "a second SIGINT: the clean-up still ran to its end" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
+ok "a second SIGINT: pgr says it is cleaning up and how to stop at once" \
+  'grep -q "pgr: interrupted; cleaning up before it stops (Ctrl-C again to stop at once" "$T/out"'
+
+# 3. a third stops pgr at once, by SIGINT itself (the shell's 130), without the clean-up
+rm -f "$T/go"
+"$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
+PID=$!
+wait_line "$T/out" '^ready$'
+kill -INT "$PID"
+wait_line "$T/out" '^caught: '
+kill -INT "$PID"
+wait_line "$T/out" 'cleaning up before it stops'
+kill -INT "$PID"
+wait "$PID"; rc=$?; PID=
+ok "a third SIGINT: pgr dies of the signal (status 130), the clean-up cut short" \
+  '[ $rc = 130 ] && ! grep -q "^cleaned up$" "$T/out" && grep -q "pgr: stopped at once, without cleaning up" "$T/out"'
+
+# 4. Ctrl-C through timeout(1), as the test suites and cron wrappers run pgr: timeout sends the
+#    signal to pgr and again to its process group; the clean-up still runs
+rm -f "$T/go"
+timeout 600 "$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
+PID=$!
+wait_line "$T/out" '^ready$'
+kill -INT "$PID"
+wait_line "$T/out" '^caught: '
+touch "$T/go"
+wait "$PID"; rc=$?; PID=
+ok "SIGINT through timeout(1): the clean-up ran to its end" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
+
+echo "1..$n"
