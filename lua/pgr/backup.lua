@@ -38,8 +38,10 @@ local function fail(code, fmt, ...)
   return nil, errors.new(code, fmt:format(...))
 end
 
+local spilo = require("pgr.spilo")
+
 local function secret_name(svc, user)
-  return ("%s.%s.credentials"):format((user:gsub("_", "-")), svc.cluster)
+  return spilo.secret_name(svc.cluster, user)
 end
 
 -- The users in the manifest's order: the service's own, then postgres, then standby (CSM's job).
@@ -98,7 +100,7 @@ end
 
 -- The master pod: labelled spilo-role=master, with an IP, not being deleted.
 local function master(svc, k)
-  local sel = ("application=spilo,cluster-name=%s,spilo-role=master"):format(svc.cluster)
+  local sel = spilo.selector(svc.cluster, "master")
   local pods, err = k:list("pods", { labels = sel, namespace = svc.namespace })
   if not pods then return nil, err end
   for _, p in ipairs(pods) do

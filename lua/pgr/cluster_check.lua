@@ -46,9 +46,7 @@ end
 local field = require("pgr.k8s").field
 
 local function selector(svc, role)
-  local s = "application=spilo,cluster-name=" .. svc.cluster
-  if role then s = s .. ",spilo-role=" .. role end
-  return s
+  return require("pgr.spilo").selector(svc.cluster, role)
 end
 
 local function bool(v)

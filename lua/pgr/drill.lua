@@ -74,15 +74,7 @@ end
 
 local field = k8s.field
 
-local function err_text(e)
-  if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then return tostring(e) end
-  if type(e) == "table" then return tostring(e.message or e) end
-  return tostring(e)
-end
-
-local function is_interrupt(e)
-  return type(e) == "string" and e:find("interrupted!", 1, true) ~= nil
-end
+local err_text, is_interrupt, traceback = runbook.err_text, runbook.is_interrupt, runbook.traceback
 
 -- Errors of the surroundings, not of the backup: the drill could not be run (exit 3).
 local ENV_CODES = { connect = true, resolve = true, tls = true, timeout = true, transfer = true, forbidden = true,
@@ -101,9 +93,7 @@ local function random_hex(n)
   return (raw:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
 
-local function spilo_selector(cluster, role)
-  return "application=spilo,cluster-name=" .. cluster .. (role and (",spilo-role=" .. role) or "")
-end
+local spilo_selector = require("pgr.spilo").selector
 
 -- A table name as pg_dump writes it in COPY (public.system, public."user"): checked before it is
 -- put into SQL; nil when it is anything else.
@@ -542,11 +532,6 @@ local function backup_info(ctx)
   end
   if info then out.dumped_from = info.dumped_from end
   return out
-end
-
-local function traceback(e)
-  if type(e) == "string" and not e:find("interrupted!", 1, true) then return debug.traceback(e, 2) end
-  return e
 end
 
 -- Runs one drill; returns the report (report.exit is the exit code).

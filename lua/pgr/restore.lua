@@ -63,14 +63,14 @@ end
 -- obj.a.b... of decoded JSON, nil where a level is missing or null
 local field = require("pgr.k8s").field
 
+local spilo = require("pgr.spilo")
+
 function M.secret_name(svc, user)
-  return ("%s.%s.credentials"):format(user:gsub("_", "-"), svc.cluster)
+  return spilo.secret_name(svc.cluster, user)
 end
 
 local function spilo_selector(svc, role)
-  local s = "application=spilo,cluster-name=" .. svc.cluster
-  if role then s = s .. ",spilo-role=" .. role end
-  return s
+  return spilo.selector(svc.cluster, role)
 end
 
 local function wait_opts(ctx, describe, timeout)

@@ -499,6 +499,10 @@ local function traceback(e)
   return e
 end
 
+-- for the other commands that run steps (pgr drill): Ctrl-C's error, and the handler that keeps
+-- a traceback for programming errors only
+M.is_interrupt, M.traceback = is_interrupt, traceback
+
 -- Runs one step function protected; returns ok, note_or_err.
 local function call_step(fn, ctx)
   local res = table.pack(xpcall(fn, traceback, ctx))
@@ -539,11 +543,13 @@ local function way_back_hint(opts, args, unfinished)
   return table.concat(parts, " ")
 end
 
+-- an error as one line: errors.new objects by their message, anything else by tostring
 local function err_text(e)
   if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then return tostring(e) end
   if type(e) == "table" then return tostring(e.message or e) end
   return tostring(e)
 end
+M.err_text = err_text
 
 -- Reads the lock file's previous holder (a pid), to tell a stale lock from a first one.
 local function previous_holder(path)

@@ -71,7 +71,7 @@ function Handle:pods()
   if not k then return nil, err end
   local status = require "pgr.status"
   local items
-  items, err = k:list(status.RESOURCES.pods, { labels = "application=spilo,cluster-name=" .. self.cluster })
+  items, err = k:list(status.RESOURCES.pods, { labels = require("pgr.spilo").selector(self.cluster) })
   if not items then return nil, err end
   local out = {}
   for _, p in ipairs(items) do
@@ -115,7 +115,7 @@ function Handle:_master_conn(db)
   if not k then return nil, err end
   local status = require "pgr.status"
   local pods
-  pods, err = k:list(status.RESOURCES.pods, { labels = "application=spilo,spilo-role=master,cluster-name=" .. self.cluster })
+  pods, err = k:list(status.RESOURCES.pods, { labels = require("pgr.spilo").selector(self.cluster, "master") })
   if not pods then return nil, err end
   local master
   for _, p in ipairs(pods) do
@@ -204,10 +204,6 @@ function Handle:backups()
   return out
 end
 
-local function urlencode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end))
-end
-
 function Handle:logs(pod, n)
   n = n or 50
   if math.type(n) ~= "integer" or n < 1 then error("svc:logs(POD [, N]): N is a positive whole number of lines", 2) end
@@ -224,21 +220,9 @@ function Handle:logs(pod, n)
   if type(pod) ~= "string" or not pod:match("^[a-z0-9][a-z0-9.-]*$") then
     error("svc:logs(POD [, N]): POD is a pod name (or \"master\")", 2)
   end
-  local path = ("/api/v1/namespaces/%s/pods/%s/log?tailLines=%d"):format(urlencode(self.namespace), urlencode(pod), n)
-  local code, body = k.core:request("GET", path, nil, nil, { timeout = require("pgr.status").defaults.request_timeout,
-                                                            accept = "text/plain" })
-  if not code then
-    body.message = ("logs of pod %s/%s: %s"):format(self.namespace, pod, body.message)
-    return nil, body
-  end
-  if code ~= 200 then
-    local msg = body
-    local ok, st = pcall(require("pgr.json").decode, body)
-    if ok and type(st) == "table" and st.message then msg = st.message end
-    return nil, errors.new(code == 404 and "not_found" or "http", ("logs of pod %s/%s: %s (kubectl logs %s -n %s)")
-      :format(self.namespace, pod, tostring(msg), pod, self.namespace), { status = code })
-  end
-  return (body:gsub("\n$", ""))
+  local text, lerr = k:pod_log(pod, { tail = n, namespace = self.namespace })
+  if not text then return nil, lerr end
+  return (text:gsub("\n$", ""))
 end
 
 function Handle:runs()

@@ -253,7 +253,7 @@ local function collect_k8s(f, k, svc)
     f.postgresql.status = field(pgo, "status", "PostgresClusterStatus")
   end
   local pods
-  pods, err = k:list(M.RESOURCES.pods, { labels = "application=spilo,cluster-name=" .. svc.cluster })
+  pods, err = k:list(M.RESOURCES.pods, { labels = require("pgr.spilo").selector(svc.cluster) })
   if not pods then return nil, err end
   table.sort(pods, function(a, b) return (field(a, "metadata", "name") or "") < (field(b, "metadata", "name") or "") end)
   for _, p in ipairs(pods) do f.pods[#f.pods + 1] = pod_facts(p) end

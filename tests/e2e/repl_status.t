@@ -82,7 +82,7 @@ MASTER_LOG='database system is ready to accept connections|leader'
 line up 'spire:logs("master", 5)'
 wait_re up "$MASTER_LOG"; ok $? ":logs(pod, n) shows the tail of the master's log through the API"
 line up 'select(2, spire:logs("no-such-pod"))'
-wait up 'logs of pod spire/no-such-pod: pods "no-such-pod" not found'; ok $? "a pod that does not exist is named"
+wait up 'pod spire/no-such-pod not found (kubectl get pod -n spire)'; ok $? "a pod that does not exist is named"
 
 line up 'spire:backups()[1].name'
 wait_line up "$(basename "$DUMP" .psql)"; ok $? ":backups() lists the backups in S3"
