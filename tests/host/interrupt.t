@@ -35,57 +35,49 @@ print("cleaned up")
 os.exit(7)
 LUA
 
+# interrupted [WRAPPER...]: starts the chunk (through WRAPPER, e.g. timeout 600), waits until it is
+# ready, sends one SIGINT and waits until the chunk has caught it
+interrupted() {
+  rm -f "$T/go"
+  "$@" "$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
+  PID=$!
+  wait_line "$T/out" '^ready$'
+  kill -INT "$PID"
+  wait_line "$T/out" '^caught: '
+}
+finish() { wait "$PID"; rc=$?; PID=; }
+
 # 1. one Ctrl-C: the code is stopped with "interrupted!", its clean-up runs to the end
-rm -f "$T/go"
-"$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
-PID=$!
-wait_line "$T/out" '^ready$'
-kill -INT "$PID"
-wait_line "$T/out" '^caught: '
+interrupted
 touch "$T/go"
-wait "$PID"; rc=$?; PID=
+finish
 ok "one SIGINT: the Lua code gets the interrupted! error" 'grep -q "^caught: .*interrupted!" "$T/out"'
 ok "one SIGINT: the clean-up ran to its end (exit 7, not killed)" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
 
 # 2. a second SIGINT during the clean-up does not stop it; pgr says so
-rm -f "$T/go"
-"$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
-PID=$!
-wait_line "$T/out" '^ready$'
-kill -INT "$PID"
-wait_line "$T/out" '^caught: '
+interrupted
 kill -INT "$PID"
 wait_line "$T/out" 'cleaning up before it stops'
 touch "$T/go"
-wait "$PID"; rc=$?; PID=
+finish
 ok "a second SIGINT: the clean-up still ran to its end" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
 ok "a second SIGINT: pgr says it is cleaning up and how to stop at once" \
   'grep -q "pgr: interrupted; cleaning up before it stops (Ctrl-C again to stop at once" "$T/out"'
 
 # 3. a third stops pgr at once, by SIGINT itself (the shell's 130), without the clean-up
-rm -f "$T/go"
-"$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
-PID=$!
-wait_line "$T/out" '^ready$'
-kill -INT "$PID"
-wait_line "$T/out" '^caught: '
+interrupted
 kill -INT "$PID"
 wait_line "$T/out" 'cleaning up before it stops'
 kill -INT "$PID"
-wait "$PID"; rc=$?; PID=
+finish
 ok "a third SIGINT: pgr dies of the signal (status 130), the clean-up cut short" \
   '[ $rc = 130 ] && ! grep -q "^cleaned up$" "$T/out" && grep -q "pgr: stopped at once, without cleaning up" "$T/out"'
 
 # 4. Ctrl-C through timeout(1), as the test suites and cron wrappers run pgr: timeout sends the
 #    signal to pgr and again to its process group; the clean-up still runs
-rm -f "$T/go"
-timeout 600 "$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
-PID=$!
-wait_line "$T/out" '^ready$'
-kill -INT "$PID"
-wait_line "$T/out" '^caught: '
+interrupted timeout 600
 touch "$T/go"
-wait "$PID"; rc=$?; PID=
+finish
 ok "SIGINT through timeout(1): the clean-up ran to its end" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
 
 echo "1..$n"
