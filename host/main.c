@@ -14,12 +14,14 @@
 
 static lua_State *global_L;
 
-/* Ctrl-C: stop the running Lua code at the next instruction, as lua.c does. Unlike lua.c, the
- * handler stays: what pgr does on the way out (deleting a drill's scratch cluster, journaling the
- * step) must not die of a second SIGINT, and one Ctrl-C can arrive twice (timeout(1) sends its
- * signal to the child and again to its process group). The second is ignored, with a word; the
- * third stops pgr at once, by the signal, as the default action would. */
-static volatile sig_atomic_t sigint_count;
+/* Ctrl-C (SIGINT), and SIGTERM (timeout(1) on expiry, systemd, kill): stop the running Lua code at
+ * the next instruction, as lua.c does for SIGINT; the commands turn the "interrupted!" error into
+ * their clean-up and exit 130. Unlike lua.c, the handler stays: what pgr does on the way out
+ * (deleting a drill's scratch cluster, journaling the step) must not die of a second signal, and one
+ * Ctrl-C can arrive twice (timeout(1) sends its signal to the child and again to its process group).
+ * The second is ignored, with a word; the third stops pgr at once, by the signal, as the default
+ * action would. Both signals are blocked while the handler runs, so the count is never torn. */
+static volatile sig_atomic_t interrupt_count;
 
 static void lstop(lua_State *L, lua_Debug *ar)
 {
@@ -40,10 +42,10 @@ static void say(const char *msg)
     }
 }
 
-static void on_sigint(int sig)
+static void on_interrupt(int sig)
 {
     int saved = errno;
-    int n = sigint_count < 3 ? ++sigint_count : 3;
+    int n = interrupt_count < 3 ? ++interrupt_count : 3;
     if (n == 1) {
         lua_sethook(global_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
     } else if (n == 2) {
@@ -91,12 +93,16 @@ static int pmain(lua_State *L)
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_interrupt;
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     int status = lua_pcall(L, 1, 1, base);
     signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (status != LUA_OK)
         return lua_error(L);
     return 1;

@@ -61,7 +61,7 @@ function M.usage()
   lines[#lines + 1] = "Run 'pgr help COMMAND' (or pgr COMMAND --help) for a command's options."
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Exit codes: 0 done; 1 failed; 2 bad usage; 3 preflight failed (nothing changed);"
-  lines[#lines + 1] = "            130 interrupted (Ctrl-C: pgr cleans up first; a third Ctrl-C stops it at once)."
+  lines[#lines + 1] = "            130 interrupted (Ctrl-C or SIGTERM: pgr cleans up first; a third stops it at once)."
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Environment: PGR_PATH (Lua modules that override the built-in ones), PGR_SITE (site"
   lines[#lines + 1] = "file, default /etc/pgr/site.lua), PGR_STATE_DIR (journals), NO_COLOR, KUBECONFIG."

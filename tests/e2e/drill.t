@@ -2,7 +2,7 @@
 # tests/e2e/drill.t — `pgr drill`: each of the five services passes on a good backup (`--all`, from S3,
 # as cron runs it) and fails, naming the cause, on a truncated dump, a dump of another service and a
 # manifest with a wrong password; the live clusters, their clients and secrets are unchanged through
-# all of it (uids, resourceVersions, data); Ctrl-C and kill -9 in the middle of a drill leave no
+# all of it (uids, resourceVersions, data); Ctrl-C, SIGTERM and kill -9 in the middle of a drill leave no
 # scratch cluster once the next drill has run. One sandbox for everything.
 . "$(dirname "$0")/lib.sh"
 E2E_NODES=0 e2e_up
@@ -143,6 +143,21 @@ rc=$?
 ok $rc "Ctrl-C: the report says interrupted, and the scratch cluster was deleted"
 [ $rc = 0 ] || sed 's/^/# /' "$E2E/int.out" | tail -30
 is "Ctrl-C: nothing of the scratch cluster is left" "$(leftovers)" 0
+
+# 5b. a cron job's timeout(1) expiring in the middle of a drill (SIGTERM to pgr and its group; the
+#     SIGALRM sent here is timeout's own timer firing now): the same clean-up as Ctrl-C
+timeout 3600 "$PGR" drill spire >"$E2E/term.out" 2>&1 &
+DPID=$!
+BG_PIDS+=("$DPID")
+wait_for scratch_exists; ok $? "timeout expiring: the drill made its scratch cluster"
+kill -ALRM "$DPID"
+wait "$DPID"
+is "timeout expiring: timeout's exit 124" "$?" 124
+grep -q "INTERRUPTED" "$E2E/term.out" && grep -q "ok   Delete the scratch cluster" "$E2E/term.out"
+rc=$?
+ok $rc "timeout expiring: the report says interrupted, and the scratch cluster was deleted"
+[ $rc = 0 ] || sed 's/^/# /' "$E2E/term.out" | tail -30
+is "timeout expiring: nothing of the scratch cluster is left" "$(leftovers)" 0
 
 # 6. kill -9 once the scratch cluster runs: it stays behind, and the next drill removes it first
 "$PGR" drill spire >"$E2E/kill.out" 2>&1 &

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ctrl-C (SIGINT): the first stops the Lua code where it is, with the "interrupted!" error the
+# Ctrl-C (SIGINT) or SIGTERM: the first stops the Lua code where it is, with the "interrupted!" error the
 # commands turn into their clean-up and exit 130; a second, arriving while that clean-up runs, is
 # ignored with a word (timeout(1) delivers one Ctrl-C twice: to the child, then to its process
 # group); a third stops pgr at once, by the signal. Every wait here is for an event (a line in
@@ -79,5 +79,30 @@ interrupted timeout 600
 touch "$T/go"
 finish
 ok "SIGINT through timeout(1): the clean-up ran to its end" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
+
+# 5. SIGTERM (timeout(1) on expiry, systemd stopping a unit, kill) takes the same way out
+rm -f "$T/go"
+"$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
+PID=$!
+wait_line "$T/out" '^ready$'
+kill -TERM "$PID"
+wait_line "$T/out" '^caught: '
+touch "$T/go"
+finish
+ok "SIGTERM: the Lua code gets the interrupted! error, the clean-up runs to its end" \
+  'grep -q "^caught: .*interrupted!" "$T/out" && [ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
+
+# 6. timeout(1)'s own expiry: SIGTERM to pgr and its process group, the clean-up still runs.
+#    SIGALRM is how timeout's own timer fires; sent by hand, it expires now rather than after a time.
+rm -f "$T/go"
+timeout 600 "$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
+PID=$!
+wait_line "$T/out" '^ready$'
+kill -ALRM "$PID"
+wait_line "$T/out" '^caught: '
+touch "$T/go"
+finish
+ok "timeout(1) expiring: the clean-up ran to its end (timeout reports 124)" \
+  '[ $rc = 124 ] && grep -q "^caught: .*interrupted!" "$T/out" && grep -q "^cleaned up$" "$T/out"'
 
 echo "1..$n"
