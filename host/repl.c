@@ -325,11 +325,16 @@ static int repl_run(lua_State *L)
         read_history(hist);
     }
 
-    struct sigaction sa, old;
+    struct sigaction sa, old, dfl, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old);
+    /* SIGTERM ends a REPL at once, prompt or not (pgr's commands turn it into their clean-up) */
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGTERM, &dfl, &old_term);
 
     const char *banner = luaL_optstring(L, 1, NULL);
     if (banner)
@@ -384,6 +389,7 @@ static int repl_run(lua_State *L)
     }
     fputc('\n', stdout);
     sigaction(SIGINT, &old, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (hist) {
         history_truncate_file(hist, HISTORY_MAX);
         free(hist);

@@ -105,4 +105,19 @@ finish
 ok "timeout(1) expiring: the clean-up ran to its end (timeout reports 124)" \
   '[ $rc = 124 ] && grep -q "^caught: .*interrupted!" "$T/out" && grep -q "^cleaned up$" "$T/out"'
 
+# 7. the REPL, waiting at its prompt, ends at a SIGTERM (readline passes the signal on to pgr)
+mkfifo "$T/in"
+sleep 600 >"$T/in" &
+HOLD=$!
+"$PGR" repl <"$T/in" >"$T/out" 2>&1 &
+PID=$!
+wait_line "$T/out" '^> '
+kill -TERM "$PID"
+# a REPL that ignored the signal would wait for input for ever: a watchdog ends it (status 137)
+( sleep 60; kill -9 "$PID" 2>/dev/null ) &
+DOG=$!
+finish
+kill "$HOLD" "$DOG" 2>/dev/null
+ok "SIGTERM ends the REPL at its prompt (status 143)" '[ $rc = 143 ]'
+
 echo "1..$n"
