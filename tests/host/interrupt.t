@@ -38,7 +38,7 @@ LUA
 # interrupted [WRAPPER...]: starts the chunk (through WRAPPER, e.g. timeout 600), waits until it is
 # ready, sends one SIGINT and waits until the chunk has caught it
 interrupted() {
-  rm -f "$T/go"
+  rm -f "$T/go" "$T/out"  # no line of the last case may be taken for this one's
   "$@" "$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
   PID=$!
   wait_line "$T/out" '^ready$'
@@ -81,7 +81,7 @@ finish
 ok "SIGINT through timeout(1): the clean-up ran to its end" '[ $rc = 7 ] && grep -q "^cleaned up$" "$T/out"'
 
 # 5. SIGTERM (timeout(1) on expiry, systemd stopping a unit, kill) takes the same way out
-rm -f "$T/go"
+rm -f "$T/go" "$T/out"  # no line of the last case may be taken for this one's
 "$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
 PID=$!
 wait_line "$T/out" '^ready$'
@@ -94,7 +94,7 @@ ok "SIGTERM: the Lua code gets the interrupted! error, the clean-up runs to its 
 
 # 6. timeout(1)'s own expiry: SIGTERM to pgr and its process group, the clean-up still runs.
 #    SIGALRM is how timeout's own timer fires; sent by hand, it expires now rather than after a time.
-rm -f "$T/go"
+rm -f "$T/go" "$T/out"  # no line of the last case may be taken for this one's
 timeout 600 "$PGR" "$T/chunk.lua" "$T/go" >"$T/out" 2>&1 &
 PID=$!
 wait_line "$T/out" '^ready$'
@@ -107,6 +107,7 @@ ok "timeout(1) expiring: the clean-up ran to its end (timeout reports 124)" \
 
 # 7. the REPL, waiting at its prompt, ends at a SIGTERM (readline passes the signal on to pgr)
 mkfifo "$T/in"
+rm -f "$T/out"
 sleep 600 >"$T/in" &
 HOLD=$!
 "$PGR" repl <"$T/in" >"$T/out" 2>&1 &
@@ -114,7 +115,7 @@ PID=$!
 wait_line "$T/out" '^> '
 kill -TERM "$PID"
 # a REPL that ignored the signal would wait for input for ever: a watchdog ends it (status 137)
-( sleep 60; kill -9 "$PID" 2>/dev/null ) &
+( trap - EXIT; sleep 60; kill -9 "$PID" 2>/dev/null ) &
 DOG=$!
 finish
 kill "$HOLD" "$DOG" 2>/dev/null
