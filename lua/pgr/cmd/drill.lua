@@ -29,7 +29,7 @@ What a drill does, in order (each phase is timed in the report):
      service's (it creates the live postgresql's databases and roles, and holds tables the live
      cluster has) and that the API allows what the drill needs (postgresqls, pods, secrets,
      volume claims, leases).
-  2. A scratch cluster left by an earlier drill (killed, or interrupted twice) is deleted.
+  2. A scratch cluster left by an earlier drill (killed, or stopped by a third Ctrl-C) is deleted.
   3. The scratch postgresql pgr-drill-CLUSTER is created in the service's namespace: one instance,
      the live spec's version, resources, users and databases, team "pgr", labelled
      app.kubernetes.io/managed-by=pgr. The operator gives it new secrets.
@@ -52,7 +52,7 @@ Examples:
 
 Exit codes: 0 the backup passed; 1 it failed (the report says why); 2 bad usage; 3 the drill could
 not run (another pgr holds the cluster, the API refused, the live cluster is missing): nothing was
-made; 130 interrupted (the scratch cluster is deleted first).]],
+made; 130 interrupted by Ctrl-C or SIGTERM (the scratch cluster is deleted first).]],
   flags = {
     { name = "backup", value = "NAME", help = "drill this backup from S3 (default: the newest)" },
     { name = "dump", value = "PATH", help = "drill this local pg_dumpall file instead of S3" },
