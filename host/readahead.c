@@ -1,6 +1,7 @@
 /* readahead.c — the bounded byte queues and read-ahead thread declared in readahead.h: blocks of a
  * pool's budget, one lock and condition per pool, waits that end when the other side lets go. */
 #include "readahead.h"
+#include "thread.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -324,7 +325,7 @@ pgr_readahead *pgr_readahead_start(size_t limit, pgr_ra_fill_fn fill, pgr_ra_int
         free(ra);
         return NULL;
     }
-    if (pthread_create(&ra->th, NULL, ra_main, ra) != 0) {
+    if (pgr_thread_create(&ra->th, ra_main, ra) != 0) {
         free(ra->q);
         pgr_ra_pool_free(ra->pool);
         free(ra);

@@ -3,6 +3,7 @@
 #include "restore.h"
 #include "readahead.h"
 #include "script.h"
+#include "thread.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -920,7 +921,7 @@ static struct pool *pool_new(int n, const struct rs_source *src, const struct pa
         return NULL;
     }
     for (int i = 0; i < n; i++) {
-        if (pthread_create(&p->th[i], NULL, worker, p) != 0)
+        if (pgr_thread_create(&p->th[i], worker, p) != 0)
             break;
         p->nthreads++;
     }

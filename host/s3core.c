@@ -3,6 +3,7 @@
 #include "s3core.h"
 #include "readahead.h"
 #include "sigv4.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <expat.h>
@@ -1170,7 +1171,7 @@ int pgr_s3_download(pgr_s3 *s, const char *bucket, const char *key, const char *
     int want = verify_md5 ? 2 : 1, nthreads = 0;
     q.nconsumers = want;
     for (; nthreads < want; nthreads++)
-        if (pthread_create(&threads[nthreads], NULL, worker_main, &workers[nthreads]) != 0)
+        if (pgr_thread_create(&threads[nthreads], worker_main, &workers[nthreads]) != 0)
             break;
     int ok = nthreads == want;
     if (!ok) {

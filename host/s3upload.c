@@ -3,6 +3,7 @@
 #include "s3upload.h"
 
 #include "b64.h"
+#include "thread.h"
 
 #include <expat.h>
 #include <openssl/evp.h>
@@ -388,7 +389,7 @@ pgr_s3_upload *pgr_s3_upload_open(pgr_s3 *s, const char *bucket, const char *key
         free_upload(u);
         return NULL;
     }
-    if (pthread_create(&u->th, NULL, worker, u) != 0) {
+    if (pgr_thread_create(&u->th, worker, u) != 0) {
         pgr_s3_set_error(err, "error", 0, "cannot start the upload's thread");
         pgr_s3_upload_abort(u, NULL);
         free_upload(u);
