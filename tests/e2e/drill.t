@@ -131,33 +131,28 @@ is "nothing of the scratch clusters is left" "$(leftovers)" 0
 scratch_exists() { kubectl get postgresql pgr-drill-spire-postgres -n spire >/dev/null 2>&1; }
 scratch_running() { [ "$(kubectl get pods -n spire -l application=spilo,cluster-name=pgr-drill-spire-postgres -o jsonpath='{.items[*].status.phase}' 2>/dev/null)" = Running ]; }
 wait_for() { local i; for ((i = 0; i < 1200; i++)); do "$@" && return 0; kill -0 "$DPID" 2>/dev/null || return 1; sleep 0.05; done; return 1; }
-timeout 600 "$PGR" drill spire >"$E2E/int.out" 2>&1 &
-DPID=$!
-BG_PIDS+=("$DPID")
-wait_for scratch_exists; ok $? "Ctrl-C: the drill made its scratch cluster"
-kill -INT "$DPID"
-wait "$DPID"
-is "Ctrl-C: exit 130" "$?" 130
-grep -q "INTERRUPTED" "$E2E/int.out" && grep -q "ok   Delete the scratch cluster" "$E2E/int.out"
-rc=$?
-ok $rc "Ctrl-C: the report says interrupted, and the scratch cluster was deleted"
-[ $rc = 0 ] || sed 's/^/# /' "$E2E/int.out" | tail -30
-is "Ctrl-C: nothing of the scratch cluster is left" "$(leftovers)" 0
-
+# interrupt_drill WHAT SIGNAL STATUS: a drill of Spire under timeout(1), SIGNAL sent to timeout once
+# the scratch cluster exists; the drill ends with STATUS, says INTERRUPTED and deletes it all
+interrupt_drill() {
+  local what=$1 sig=$2 want=$3 out=$E2E/$2.out rc
+  timeout 3600 "$PGR" drill spire >"$out" 2>&1 &
+  DPID=$!
+  BG_PIDS+=("$DPID")
+  wait_for scratch_exists; ok $? "$what: the drill made its scratch cluster"
+  kill -"$sig" "$DPID"
+  wait "$DPID"
+  is "$what: exit $want" "$?" "$want"
+  grep -q "INTERRUPTED" "$out" && grep -q "ok   Delete the scratch cluster" "$out"
+  rc=$?
+  ok $rc "$what: the report says interrupted, and the scratch cluster was deleted"
+  [ $rc = 0 ] || sed 's/^/# /' "$out" | tail -30
+  is "$what: nothing of the scratch cluster is left" "$(leftovers)" 0
+}
+# timeout passes Ctrl-C on to pgr and again to its process group: pgr gets it twice
+interrupt_drill "Ctrl-C" INT 130
 # 5b. a cron job's timeout(1) expiring in the middle of a drill (SIGTERM to pgr and its group; the
-#     SIGALRM sent here is timeout's own timer firing now): the same clean-up as Ctrl-C
-timeout 3600 "$PGR" drill spire >"$E2E/term.out" 2>&1 &
-DPID=$!
-BG_PIDS+=("$DPID")
-wait_for scratch_exists; ok $? "timeout expiring: the drill made its scratch cluster"
-kill -ALRM "$DPID"
-wait "$DPID"
-is "timeout expiring: timeout's exit 124" "$?" 124
-grep -q "INTERRUPTED" "$E2E/term.out" && grep -q "ok   Delete the scratch cluster" "$E2E/term.out"
-rc=$?
-ok $rc "timeout expiring: the report says interrupted, and the scratch cluster was deleted"
-[ $rc = 0 ] || sed 's/^/# /' "$E2E/term.out" | tail -30
-is "timeout expiring: nothing of the scratch cluster is left" "$(leftovers)" 0
+#     SIGALRM sent here is timeout's own timer firing now): the same clean-up; timeout exits 124
+interrupt_drill "timeout expiring" ALRM 124
 
 # 6. kill -9 once the scratch cluster runs: it stays behind, and the next drill removes it first
 "$PGR" drill spire >"$E2E/kill.out" 2>&1 &
