@@ -5,7 +5,8 @@
 # before the break, after it and after the restore. Everything is torn down.
 . "$(dirname "$0")/e2e/lib.sh"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-[ -n "${NO_COLOR:-}" ] && say() { printf '\n== %s\n' "$*"; }
+# bold on a terminal only, and never under NO_COLOR
+{ [ -n "${NO_COLOR:-}" ] || [ ! -t 1 ]; } && say() { printf '\n== %s\n' "$*"; }
 bail() { echo "demo: $*" >&2; exit 1; }
 cd "$ROOT" || exit 1
 
