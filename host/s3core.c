@@ -346,31 +346,33 @@ static void response_error(pgr_s3 *s, long status, const char *body, size_t len,
     const char *src = s->source ? s->source : "explicit arguments";
     const char *c = x.code;
     if (!strcmp(c, "NoSuchKey"))
-        pgr_s3_set_error(err, c, status, "%s not found (check the key; `pgr backups` lists what the bucket holds)", what);
+        pgr_s3_set_error(err, c, status, "%s not found (check the key; `pgr backups` lists what the bucket holds)",
+                         what);
     else if (!strcmp(c, "NoSuchBucket"))
-        pgr_s3_set_error(err, c, status, "bucket %s does not exist at %s://%s (check the bucket name and the S3 endpoint)",
-              bucket, s->scheme, s->authority);
+        pgr_s3_set_error(err, c, status,
+                         "bucket %s does not exist at %s://%s (check the bucket name and the S3 endpoint)", bucket,
+                         s->scheme, s->authority);
     else if (!strcmp(c, "AccessDenied"))
         pgr_s3_set_error(err, c, status,
-              "access denied: %s %s with access key %s (credentials from %s); check that this key may read "
-              "the bucket",
-              method, what, s->access, src);
+                         "access denied: %s %s with access key %s (credentials from %s); check that this key may read "
+                         "the bucket", method, what, s->access, src);
     else if (!strcmp(c, "SignatureDoesNotMatch"))
         pgr_s3_set_error(err, c, status,
-              "the server rejected the request signature for access key %s (credentials from %s): check the "
-              "secret key, and the region (%s)",
-              s->access, src, s->region);
+                         "the server rejected the request signature for access key %s (credentials from %s): check the "
+                         "secret key, and the region (%s)", s->access, src, s->region);
     else if (!strcmp(c, "InvalidAccessKeyId"))
-        pgr_s3_set_error(err, c, status, "access key %s is unknown to %s://%s (credentials from %s): check the access key",
-              s->access, s->scheme, s->authority, src);
+        pgr_s3_set_error(err, c, status,
+                         "access key %s is unknown to %s://%s (credentials from %s): check the access key", s->access,
+                         s->scheme, s->authority, src);
     else if (!strcmp(c, "RequestTimeTooSkewed"))
-        pgr_s3_set_error(err, c, status, "%s %s: this machine's clock is too far from the server's: check NTP", method, what);
+        pgr_s3_set_error(err, c, status, "%s %s: this machine's clock is too far from the server's: check NTP", method,
+                         what);
     else if (!strcmp(c, "PreconditionFailed"))
-        pgr_s3_set_error(err, "changed", status, "%s changed on the server during the download (ETag differs); start again",
-              what);
+        pgr_s3_set_error(err, "changed", status,
+                         "%s changed on the server during the download (ETag differs); start again", what);
     else
         pgr_s3_set_error(err, c, status, "%s %s: HTTP %ld %s%s%s", method, what, status, c, x.message[0] ? ": " : "",
-              x.message);
+                         x.message);
     xml_free(&x);
 }
 
@@ -411,7 +413,8 @@ pgr_s3 *pgr_s3_new(const pgr_s3_config *cfg, pgr_s3_error *err)
     }
     const char *sep = strstr(cfg->endpoint, "://");
     if (!sep || (strncmp(cfg->endpoint, "http://", 7) != 0 && strncmp(cfg->endpoint, "https://", 8) != 0)) {
-        pgr_s3_set_error(err, "usage", 0, "S3 endpoint must start with http:// or https:// (got %.200s)", cfg->endpoint);
+        pgr_s3_set_error(err, "usage", 0, "S3 endpoint must start with http:// or https:// (got %.200s)",
+                         cfg->endpoint);
         return NULL;
     }
     pgr_s3 *s = calloc(1, sizeof *s);
@@ -535,15 +538,16 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
         x.ud = ud;
         x.after = last_key;
         if (xml_parse(&x, resp.body ? resp.body : "", resp.body_len) != 0) {
-            pgr_s3_set_error(err, "bad_response", resp.status, "listing s3://%s (page %d): the server's XML did not parse",
-                  bucket, page + 1);
+            pgr_s3_set_error(err, "bad_response", resp.status,
+                             "listing s3://%s (page %d): the server's XML did not parse", bucket, page + 1);
             xml_free(&x);
             break;
         }
         if (x.out_of_order) {
             pgr_s3_set_error(err, "bad_response", resp.status,
-                  "listing s3://%s (page %d): a key does not come after %s: the server repeats or reorders "
-                  "its listing (is the endpoint an S3 server?)", bucket, page + 1, last_key ? last_key : "the one before");
+                             "listing s3://%s (page %d): a key does not come after %s: the server repeats or reorders "
+                             "its listing (is the endpoint an S3 server?)", bucket, page + 1,
+                             last_key ? last_key : "the one before");
             xml_free(&x);
             break;
         }
@@ -565,19 +569,19 @@ int pgr_s3_list(pgr_s3 *s, const char *bucket, const char *prefix, pgr_s3_list_f
         }
         if (!token) {
             pgr_s3_set_error(err, "bad_response", resp.status,
-                  "listing s3://%s: the page is truncated but has no continuation token", bucket);
+                             "listing s3://%s: the page is truncated but has no continuation token", bucket);
             break;
         }
         if (repeated) {
             pgr_s3_set_error(err, "bad_response", resp.status,
-                  "listing s3://%s (page %d): the server sent the same continuation token again: the listing "
-                  "would never end", bucket, page + 1);
+                             "listing s3://%s (page %d): the server sent the same continuation token again: the listing "
+                             "would never end", bucket, page + 1);
             break;
         }
         if (empty && ++empty_pages > PGR_S3_LIST_MAX_EMPTY_PAGES) {
             pgr_s3_set_error(err, "bad_response", resp.status,
-                  "listing s3://%s: %d truncated pages in a row without a key: the listing would never end",
-                  bucket, empty_pages);
+                             "listing s3://%s: %d truncated pages in a row without a key: the listing would never end",
+                             bucket, empty_pages);
             break;
         }
         if (!empty)
@@ -777,8 +781,8 @@ static int reader_start(pgr_s3_reader *r, pgr_s3_error *err, int *transient)
         long long start = -1;
         if (st != 206 || !cr || sscanf(cr, "bytes %lld-", &start) != 1 || start != r->offset) {
             pgr_s3_set_error(err, "bad_response", st,
-                  "GET s3://%s/%s: resuming at byte %lld, the server answered %ld (%s) instead of that range",
-                  r->bucket, r->key, r->offset, st, cr ? cr : "no Content-Range");
+                             "GET s3://%s/%s: resuming at byte %lld, the server answered %ld (%s) instead of that range",
+                             r->bucket, r->key, r->offset, st, cr ? cr : "no Content-Range");
             reader_drop(r); /* its body is not those bytes: none of it may be read */
             return -1;
         }
@@ -888,8 +892,9 @@ static int check_md5(pgr_s3_reader *r, EVP_MD_CTX *ctx, int *checked, pgr_s3_err
         for (int i = 0; i < 16; i++)
             snprintf(hex + 2 * i, 3, "%02x", md[i]);
         if (strcasecmp(hex, r->etag) != 0) {
-            pgr_s3_set_error(err, "md5_mismatch", 0, "s3://%s/%s: the bytes received have MD5 %s, the object's ETag is %s",
-                  r->bucket, r->key, hex, r->etag);
+            pgr_s3_set_error(err, "md5_mismatch", 0,
+                             "s3://%s/%s: the bytes received have MD5 %s, the object's ETag is %s", r->bucket, r->key,
+                             hex, r->etag);
             return -1;
         }
         *checked = 1;
@@ -901,8 +906,8 @@ static int finish(pgr_s3_reader *r, pgr_s3_error *err)
 {
     r->finished = 1;
     if (r->size >= 0 && r->offset != r->size) {
-        pgr_s3_set_error(err, "size_mismatch", 0, "s3://%s/%s: received %lld bytes, the object has %lld", r->bucket, r->key,
-              r->offset, r->size);
+        pgr_s3_set_error(err, "size_mismatch", 0, "s3://%s/%s: received %lld bytes, the object has %lld", r->bucket,
+                         r->key, r->offset, r->size);
         return -1;
     }
     if (r->external_md5)
@@ -939,8 +944,8 @@ static long fetch(pgr_s3_reader *r, char *buf, size_t cap, pgr_s3_error *err)
         if (n < 0)
             from_http(err, &he);
         else
-            pgr_s3_set_error(err, "transfer", 0, "GET s3://%s/%s: the body ended at byte %lld of %lld", r->bucket, r->key,
-                  r->offset, r->size);
+            pgr_s3_set_error(err, "transfer", 0, "GET s3://%s/%s: the body ended at byte %lld of %lld", r->bucket,
+                             r->key, r->offset, r->size);
         reader_drop(r);
         while (transient && r->resumes < r->max_resumes) {
             backoff(r, r->resumes);

@@ -53,7 +53,6 @@ struct pgr_s3_upload {
     int completed, aborted;
 };
 
-
 /* Failures worth another try: the connection's, the server's (5xx, 429, SlowDown), a part that
  * arrived damaged (BadDigest). */
 static int transient(const pgr_s3_error *e)
@@ -213,8 +212,9 @@ static int send_part(pgr_s3_upload *u, const char *data, size_t len, int number,
             pgr_http_response_free(&resp);
             /* a single part's ETag is its MD5: a different one means the bytes changed on the way */
             if (strlen(etag) == 32 && strcasecmp(etag, md5hex) != 0) {
-                pgr_s3_set_error(err, "md5_mismatch", 200, "part %d of s3://%s/%s: the server stored ETag %s for MD5 %s",
-                     number, u->bucket, u->key, etag, md5hex);
+                pgr_s3_set_error(err, "md5_mismatch", 200,
+                                 "part %d of s3://%s/%s: the server stored ETag %s for MD5 %s", number, u->bucket,
+                                 u->key, etag, md5hex);
                 memcpy(&e, err, sizeof e);
                 if (attempt < u->attempts)
                     continue;
@@ -371,8 +371,9 @@ pgr_s3_upload *pgr_s3_upload_open(pgr_s3 *s, const char *bucket, const char *key
             char id[1024];
             xq q;
             if (xml_find(resp.body, resp.body_len, "UploadId", id, sizeof id, &q) != 0 || !id[0]) {
-                pgr_s3_set_error(err, "bad_response", resp.status, "s3://%s/%s: the server's answer to CreateMultipartUpload "
-                     "holds no UploadId", bucket, key);
+                pgr_s3_set_error(err, "bad_response", resp.status,
+                                 "s3://%s/%s: the server's answer to CreateMultipartUpload "
+                                 "holds no UploadId", bucket, key);
                 rc = -1;
             } else if (!(u->id = strdup(id))) {
                 pgr_s3_set_error(err, "memory", 0, "out of memory");
@@ -541,8 +542,9 @@ int pgr_s3_upload_finish(pgr_s3_upload *u, pgr_s3_upload_result *res, pgr_s3_err
             xq q;
             int found = xml_find(resp.body, resp.body_len, "ETag", etag, sizeof etag, &q);
             if (!strcmp(q.root, "Error")) {
-                pgr_s3_set_error(err, q.code[0] ? q.code : "InternalError", 200, "s3://%s/%s: CompleteMultipartUpload failed: %s",
-                     u->bucket, u->key, q.code[0] ? q.code : "an error document");
+                pgr_s3_set_error(err, q.code[0] ? q.code : "InternalError", 200,
+                                 "s3://%s/%s: CompleteMultipartUpload failed: %s", u->bucket, u->key,
+                                 q.code[0] ? q.code : "an error document");
                 rc = -1;
             } else if (found != 0) {
                 etag[0] = 0;
@@ -580,8 +582,9 @@ int pgr_s3_upload_finish(pgr_s3_upload *u, pgr_s3_upload_result *res, pgr_s3_err
     if (pgr_s3_head(u->s, u->bucket, u->key, on_head, &h, &he) != 0 || !h.seen || h.size != u->bytes) {
         if (err) {
             if (h.seen)
-                pgr_s3_set_error(err, "size_mismatch", 0, "s3://%s/%s holds %lld bytes after the upload of %lld; it was deleted",
-                     u->bucket, u->key, h.size, u->bytes);
+                pgr_s3_set_error(err, "size_mismatch", 0,
+                                 "s3://%s/%s holds %lld bytes after the upload of %lld; it was deleted", u->bucket,
+                                 u->key, h.size, u->bytes);
             else
                 *err = he;
         }

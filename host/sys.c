@@ -425,8 +425,6 @@ static int sys_versions(lua_State *L)
     return 1;
 }
 
-/* trusted(path [, "file"|"dir"]) -> true | nil, err (code "untrusted", or "io" when it cannot be
- * read): whether code or configuration may be loaded from path (host/trust.h) */
 /* A trust check's answer to Lua: true, or nil and an error ("untrusted" when the path is not one
  * pgr may trust, "io" when it could not be read) carrying the errno. */
 static int trust_result(lua_State *L, int rc, const char *why)
@@ -443,6 +441,8 @@ static int trust_result(lua_State *L, int rc, const char *why)
     return 1;
 }
 
+/* trusted(path [, "file"|"dir"]) -> true | nil, err (code "untrusted", or "io" when it cannot be
+ * read): whether code or configuration may be loaded from path (host/trust.h) */
 static int sys_trusted(lua_State *L)
 {
     static const char *const kinds[] = { "file", "dir", NULL };
