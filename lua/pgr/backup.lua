@@ -40,10 +40,6 @@ end
 
 local spilo = require("pgr.spilo")
 
-local function secret_name(svc, user)
-  return spilo.secret_name(svc.cluster, user)
-end
-
 -- The users in the manifest's order: the service's own, then postgres, then standby (CSM's job).
 local function manifest_users(svc)
   local list = {}
@@ -59,7 +55,7 @@ function M.manifest(svc, k)
   local yaml = require "pgr.yaml"
   local docs = {}
   for _, user in ipairs(manifest_users(svc)) do
-    local name = secret_name(svc, user)
+    local name = spilo.secret_name(svc.cluster, user)
     local s, err = k:get("secret", name, { namespace = svc.namespace })
     if not s then
       return nil, errors.new("secret", ("cannot read secret %s/%s for the manifest: %s (kubectl get secret -n %s %s)")
@@ -90,7 +86,8 @@ function M.check_manifest(svc, text)
   end
   local missing = {}
   for _, user in ipairs(svc.users) do
-    if not names[secret_name(svc, user)] then missing[#missing + 1] = secret_name(svc, user) end
+    local name = spilo.secret_name(svc.cluster, user)
+    if not names[name] then missing[#missing + 1] = name end
   end
   if #missing > 0 then
     return fail("manifest", "the manifest lacks the credentials of %s", table.concat(missing, ", "))

@@ -44,10 +44,7 @@ end
 
 -- obj.a.b... of decoded JSON, nil where a level is missing or null
 local field = require("pgr.k8s").field
-
-local function selector(svc, role)
-  return require("pgr.spilo").selector(svc.cluster, role)
-end
+local spilo = require("pgr.spilo")
 
 local function bool(v)
   if type(v) == "boolean" then return v end
@@ -297,7 +294,7 @@ function M.replicas_stream(ctx, instances)
     svc.cluster), M.defaults.replica_timeout, function()
     local master, merr = restore().master(ctx)
     if not master then return false, tostring(merr and merr.message or merr) end
-    local pods, perr = ctx.k8s:list("pods", { labels = selector(svc) })
+    local pods, perr = ctx.k8s:list("pods", { labels = spilo.selector(svc.cluster) })
     if not pods then return nil, nil, perr end
     local replicas = {}
     for _, p in ipairs(pods) do
@@ -347,7 +344,7 @@ function M.replicas_stream(ctx, instances)
   local err = res
   if type(err) == "table" and err.code == "timeout" then
     -- say what each replica shows, as far as pgr can read it
-    local pods = ctx.k8s:list("pods", { labels = selector(svc) }) or {}
+    local pods = ctx.k8s:list("pods", { labels = spilo.selector(svc.cluster) }) or {}
     local master = restore().master(ctx)
     local missing = {}
     for _, p in ipairs(pods) do

@@ -69,10 +69,6 @@ function M.secret_name(svc, user)
   return spilo.secret_name(svc.cluster, user)
 end
 
-local function spilo_selector(svc, role)
-  return spilo.selector(svc.cluster, role)
-end
-
 local function wait_opts(ctx, describe, timeout)
   return { timeout = timeout or M.defaults.wait_timeout, describe = describe }
 end
@@ -201,7 +197,8 @@ local function parse_manifest(svc, text)
   end
   local missing = {}
   for _, user in ipairs(svc.users) do
-    if not by_name[M.secret_name(svc, user)] then missing[#missing + 1] = M.secret_name(svc, user) end
+    local name = M.secret_name(svc, user)
+    if not by_name[name] then missing[#missing + 1] = name end
   end
   if #missing > 0 then
     return fail("manifest", "the manifest does not hold the credentials of %s/%s: missing %s (is it the "
@@ -223,13 +220,13 @@ end
 -- PostgreSQL ------------------------------------------------------------------------------------------
 
 function M.master(ctx)
-  local pods, err = ctx.k8s:list("pods", { labels = spilo_selector(ctx.svc, "master") })
+  local pods, err = ctx.k8s:list("pods", { labels = spilo.selector(ctx.svc.cluster, "master") })
   if not pods then return nil, err end
   for _, p in ipairs(pods) do
     if field(p, "status", "podIP") and not field(p, "metadata", "deletionTimestamp") then return p end
   end
   return fail("no_master", "no running master pod of %s/%s (kubectl get pods -n %s -l %s)", ctx.svc.namespace,
-    ctx.svc.cluster, ctx.svc.namespace, spilo_selector(ctx.svc, "master"))
+    ctx.svc.cluster, ctx.svc.namespace, spilo.selector(ctx.svc.cluster, "master"))
 end
 
 -- Whether the cluster keeps SCRAM verifiers, as its postgresql object says (password_encryption, else
@@ -1193,7 +1190,7 @@ local function restart_database_pods(ctx)
   if not rec then
     local targets = {}
     if svc.restart == "all" then
-      local pods, err = k:list("pods", { labels = spilo_selector(svc) })
+      local pods, err = k:list("pods", { labels = spilo.selector(svc.cluster) })
       if not pods then return nil, err end
       for _, p in ipairs(pods) do targets[#targets + 1] = p end
     else
@@ -1222,7 +1219,7 @@ local function restart_database_pods(ctx)
   end
   local want = #rec.pods
   local ok, err = ctx:wait(("for %d new database pod%s to be ready"):format(want, want == 1 and "" or "s"), function()
-    local wok, werr = k:wait_for("pods", spilo_selector(svc), function(list)
+    local wok, werr = k:wait_for("pods", spilo.selector(svc.cluster), function(list)
       local ready = 0
       for _, p in ipairs(list) do
         if not old[p.metadata.uid] and require("pgr.k8s").pod_ready(p) then ready = ready + 1 end
@@ -1330,7 +1327,7 @@ function M.procedure(svc)
         end)
         if not ok then return nil, err end
         return ctx:wait("for the spilo pods of " .. svc.cluster .. " to be gone", function()
-          return ctx.k8s:pods_gone(spilo_selector(svc), { timeout = M.defaults.wait_timeout })
+          return ctx.k8s:pods_gone(spilo.selector(svc.cluster), { timeout = M.defaults.wait_timeout })
         end)
       end,
     })
@@ -1351,7 +1348,8 @@ function M.procedure(svc)
         end)
         if not ok then return nil, err end
         return ctx:wait("for postgresql " .. svc.cluster .. " to be Running", function()
-          local pods, perr = ctx.k8s:pods_ready(spilo_selector(svc, "master"), 1, { timeout = M.defaults.wait_timeout })
+          local pods, perr = ctx.k8s:pods_ready(spilo.selector(svc.cluster, "master"), 1,
+                                                { timeout = M.defaults.wait_timeout })
           if not pods then return nil, perr end
           local running, rerr = ctx.k8s:wait_for("postgresql", svc.cluster, function(o)
             return field(o, "status", "PostgresClusterStatus") == "Running"
@@ -1398,7 +1396,7 @@ function M.procedure(svc)
       end)
       if not ok then return nil, err end
       return ctx:wait("for " .. svc.cluster .. " to run " .. n .. " instances", function()
-        local pods, perr = ctx.k8s:pods_ready(spilo_selector(svc), n, { timeout = M.defaults.wait_timeout })
+        local pods, perr = ctx.k8s:pods_ready(spilo.selector(svc.cluster), n, { timeout = M.defaults.wait_timeout })
         if not pods then return nil, perr end
         return require("pgr.cluster_check").running(ctx)
       end)
