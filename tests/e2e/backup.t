@@ -7,8 +7,6 @@
 # master that cannot be dumped stops the run before anything changes unless --no-safety-backup.
 # (Restoring these -c backups through pgr run is tests/e2e/way_back.t.)
 . "$(dirname "$0")/lib.sh"
-# "[ N/M]" of the safety-backup step as pgr run prints it, as a grep pattern
-backup_step_tag() { printf '\\[%2d/%d\\]' "$(step_no spire "Back up spire-postgres")" "$(step_count spire)"; }
 E2E_NODES=0 e2e_up
 e2e_s3_up
 site_without_nodes # the fan-out step is not what is tested here
@@ -78,7 +76,7 @@ CHOSEN=$(basename "$DUMP" .psql)
 FPB=$(fingerprint spire-postgres spire)
 pgr_run services/spire.lua --backup "$CHOSEN" --dry-run; rc=$?
 is "a dry run exits 0" "$rc" 0
-grep -q "^$(backup_step_tag)"' ok   Back up spire-postgres .*  the master answers$' "$E2E/out" &&
+grep -q "^$(step_tag spire "Back up spire-postgres")"' ok   Back up spire-postgres .*  the master answers$' "$E2E/out" &&
   grep -q "would back up spire/spire-postgres to s3://postgres-backup/pgr/spire-postgres-\*" "$E2E/out"
 ok $? "the dry run asks the master and prints where the backup would go"
 is "... and writes no backup" "$(pgr_names)" "$before"

@@ -193,6 +193,8 @@ step_no() {
   echo "$n"
 }
 step_count() { "$PGR" plan "services/$1.lua" 2>/dev/null | sed -n '1s/.*, \([0-9]*\) steps$/\1/p'; }
+# step_tag SERVICE NAME-PREFIX: "[ N/M]" of that step as pgr run prints it, as a grep pattern
+step_tag() { printf '\\[%2d/%d\\]' "$(step_no "$1" "$2")" "$(step_count "$1")"; }
 
 # pgr_run ARGS...: pgr run with the sandbox's site and state; output in $E2E/out, status returned
 pgr_run() {

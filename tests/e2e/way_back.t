@@ -7,8 +7,6 @@
 # expected failures, e.g. DROP ROLE of the marker role the fresh cluster lacks).
 # (pgr backup itself, its psql restore, kills mid-upload and --no-safety-backup: tests/e2e/backup.t.)
 . "$(dirname "$0")/lib.sh"
-# "[ N/M]" of the safety-backup step as pgr run prints it, as a grep pattern
-backup_step_tag() { printf '\\[%2d/%d\\]' "$(step_no spire "Back up spire-postgres")" "$(step_count spire)"; }
 E2E_NODES=0 e2e_up
 e2e_s3_up
 site_without_nodes # the fan-out step is not what is tested here
@@ -44,7 +42,7 @@ FPA=$(fingerprint spire-postgres spire); ROLESA=$(roles spire-postgres)
 pgr_run services/spire.lua --backup "$CHOSEN" --yes; rc=$?
 is "spire: the run restoring the chosen backup exits 0" "$rc" 0
 [ "$rc" = 0 ] || show_out 30
-grep -q "^$(backup_step_tag)"' ok   Back up spire-postgres as it is now, where no retention deletes it (the way back)  ([0-9.]*s)  s3://postgres-backup/pgr/spire-postgres-' "$E2E/out"
+grep -q "^$(step_tag spire "Back up spire-postgres")"' ok   Back up spire-postgres as it is now, where no retention deletes it (the way back)  ([0-9.]*s)  s3://postgres-backup/pgr/spire-postgres-' "$E2E/out"
 ok $? "spire: the safety-backup step backed up the live cluster to S3 under pgr/"
 BACK=$(way_back_of)
 case $BACK in "pgr run services/spire.lua --backup pgr/spire-postgres-"????-??-??T??:??:??) ok 0 "spire: the last line is the way back: $BACK";;
