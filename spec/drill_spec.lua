@@ -53,8 +53,13 @@ describe("pgr.drill", function()
     setup(function()
       sim = kubesim.up { fixture = "none" }
       -- the operator only writes a status for these: no pods, no servers
-      sim:admin { op = "operator_fail", match = "pgr%-drill|not%-pgrs", status = "CreateFailed" }
+      sim:admin { op = "operator_fail", match = "pgr-drill|not-pgrs", status = "CreateFailed" } -- a Python regex
       k = assert(k8s.connect { kubeconfig = sim.kubeconfig, namespace = "default" })
+      -- an operator that keeps a deleted cluster's secrets and volume claims (both settings false,
+      -- operator 1.12 and later): what a scratch cluster leaves, pgr's clean-up removes itself. With
+      -- the defaults the operator deletes them too, and which of the two saw them first is a race.
+      assert(k:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "postgres-operator" },
+        data = { enable_secrets_deletion = "false", enable_persistent_volume_claim_deletion = "false" } }))
     end)
     teardown(function()
       if k then k:close() end
